@@ -1,0 +1,10 @@
+"""IncliNET helpers: the logic behind the pipeline notebooks.
+
+One module per concern: catalog, images, simulate, dataset, augment, models,
+train, evaluate, predict, plots, io.
+"""
+
+__version__ = "0.1.0"
+
+BANDS = ("g", "r", "i", "gri")  # as the user names them
+GRAY_BANDS = ("g", "r", "i")
