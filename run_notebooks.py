@@ -81,6 +81,7 @@ def build_parser(stage_params: dict[str, dict[str, dict]]) -> argparse.ArgumentP
     )
     run = parser.add_argument_group("run")
     run.add_argument("--run-name", help="folder name under outputs/ (default: <date>-<time>_<size>_<bands>)")
+    run.add_argument("--output-root", type=Path, default=OUTPUTS, help="folder holding the run folders")
     run.add_argument("--stages", nargs="+", metavar="STAGE",
                      help=f"stages to run, by name or number (of {', '.join(stages)})")
     run.add_argument("--from", dest="from_stage", metavar="STAGE", help="first stage to run")
@@ -279,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     real_input = check_real_input(values)
     selected = select_stages(stages, args, real_input)
 
-    run_dir = OUTPUTS / (args.run_name or default_run_name(values))
+    run_dir = args.output_root.resolve() / (args.run_name or default_run_name(values))
     record = prepare_run_folder(run_dir, values, explicit, args, selected)
     real_input = bool(values.get("images_dir"))
     if args.resume:
