@@ -37,16 +37,30 @@ class DatasetError(ValueError):
 
 # --- stage 02 ----------------------------------------------------------------
 
-def compress_folder(folder: str | os.PathLike, size: int, progress: bool = True) -> dict[str, np.ndarray]:
-    """Read every prepared JPEG of one folder into the original npz arrays (sorted by pgc)."""
+def compress_folder(folder: str | os.PathLike, size: int, progress: bool = True,
+                    tag: str | None = None) -> dict[str, np.ndarray]:
+    """Read every prepared JPEG of one folder into the original npz arrays (sorted by pgc).
+
+    Each name must carry `size` and, when given, the band `tag`; one file per galaxy.
+    """
     folder = Path(folder)
     files = sorted(folder.glob("*.jpg"))
-    parsed = []
+    parsed, seen = [], {}
     for path in files:
         m = _PREPARED_NAME.match(path.name)
         if not m:
             raise DatasetError(f"file {path} is not named pgc<ID>_<size>x<size>_<label>.<band>.jpg")
-        parsed.append((int(m["pgc"]), path, m["label"]))
+        # A misfiled cutout (other size or band) would otherwise be packed silently.
+        if (int(m["w"]), int(m["h"])) != (size, size):
+            raise DatasetError(f"file {path} is named {m['w']}x{m['h']}; expected {size}x{size} in this folder")
+        if tag is not None and m["tag"] != tag:
+            raise DatasetError(f"file {path} is named for band {m['tag']}; expected band {tag} in this folder")
+        pgc = int(m["pgc"])
+        if pgc in seen:
+            raise DatasetError(f"file {path} repeats galaxy pgc{pgc} (also in {seen[pgc].name}); "
+                               "expected one file per galaxy")
+        seen[pgc] = path
+        parsed.append((pgc, path, m["label"]))
     parsed.sort(key=lambda t: t[0])
     images = np.empty((len(parsed), size, size, 3), np.uint8)
     labels = np.empty((2, len(parsed)), np.int64)
@@ -74,7 +88,7 @@ def compress_stage(prep_root: str | os.PathLike, out_root: str | os.PathLike, si
         if not folder.is_dir():
             raise DatasetError(f"prepared folder {folder} does not exist; run 01_prep with size {size} first")
     # Read everything before writing, so a bad file leaves no npz behind.
-    arrays = {tag: compress_folder(folder, size, progress) for tag, folder in folders.items()}
+    arrays = {tag: compress_folder(folder, size, progress, tag) for tag, folder in folders.items()}
     counts = {}
     with iio.staged_dir(out_root) as tmp:
         for tag, data in arrays.items():

@@ -213,6 +213,8 @@ def prep_stage(catalog: pd.DataFrame, images_dir: str | os.PathLike, out_root: s
     bands = list(bands)
     for band in bands:
         band_tag(band)  # validates
+    if zoom < 1:
+        raise ValueError(f"zoom {zoom} < 1; expected a crop factor >= 1")
     tasks = [(int(p), str(lbl), str(images_dir), im_root, bands, size, rotation_deg, zoom, skip_bad_files)
              for p, lbl in zip(catalog["pgc"], catalog["label"])]
     written = {b: 0 for b in bands}
