@@ -23,7 +23,7 @@ import numpy as np
 # Packages whose versions every run records.
 RECORDED_PACKAGES = (
     "inclinet-utils", "numpy", "pandas", "Pillow", "matplotlib", "seaborn", "tqdm",
-    "astropy", "galsim", "tensorflow", "keras", "papermill", "nbclient", "nbconvert",
+    "scipy", "astropy", "galsim", "tensorflow", "keras", "papermill", "nbclient", "nbconvert",
 )
 
 

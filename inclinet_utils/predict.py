@@ -1,0 +1,158 @@
+"""Inclinations of new galaxy images from a run's trained networks (Python API and CLI).
+
+Owns `predict_inclinations` and ``python -m inclinet_utils.predict IMAGE... --run
+outputs/<run-name>``. Images come in the real input format (band PNGs, stored
+black galaxy on white sky, possibly with alpha; colour JPEGs; any square size)
+and are prepared exactly as stages 01-02 prepare the training images
+(`images.load_prepared`), at the size the models take. Every image gets the
+median over all models and Usets, the spread over them and each model's value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .images import ImageReadError, load_prepared, read_galaxy_image
+
+_BAND_SUFFIX = re.compile(r"_(?P<band>[gri])\.png$", re.IGNORECASE)
+_PGC = re.compile(r"pgc(?P<pgc>\d+)", re.IGNORECASE)
+COLOUR_SUFFIXES = (".jpg", ".jpeg")
+
+
+def infer_band(path: str | os.PathLike) -> str:
+    """Band of an input file from its name: ``*_g.png`` -> 'g' (r, i alike); ``.jpg`` -> 'gri'.
+
+    Other files: grayscale -> 'r' (g, r and i are prepared identically), colour -> 'gri'.
+    """
+    path = Path(path)
+    m = _BAND_SUFFIX.search(path.name)
+    if m:
+        return m["band"].lower()
+    if path.suffix.lower() in COLOUR_SUFFIXES:
+        return "gri"
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ImageReadError(f"image {path} is not a readable image file: {exc}") from exc
+    return "r" if mode in ("1", "L", "LA", "P", "I", "I;16", "F") else "gri"
+
+
+def check_images(image_paths, bands=None) -> list[tuple[Path, str]]:
+    """Each path with its band, after checking it is a readable image; errors name the file."""
+    paths = [Path(p) for p in image_paths]
+    if not paths:
+        raise ValueError("no images given; expected one or more image files")
+    if bands is not None and len(bands) != len(paths):
+        raise ValueError(f"{len(bands)} bands for {len(paths)} images; expected one per image")
+    out = []
+    for k, path in enumerate(paths):
+        if not path.exists():
+            raise FileNotFoundError(f"image {path} does not exist")
+        if not path.is_file():
+            raise ImageReadError(f"image {path} is not a file")
+        band = bands[k] if bands is not None else infer_band(path)
+        read_galaxy_image(path, band)  # raises ImageReadError naming the file
+        out.append((path, band))
+    return out
+
+
+def load_run_models(run_dir: str | os.PathLike):
+    """[(ModelFile, model)] of every final model in the run, and the image size they take."""
+    from . import io as iio
+    from .evaluate import EvaluationError, find_models, load_model, model_input_size
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    files = find_models(iio.run_paths(run_dir)["models"])
+    loaded = [(mf, load_model(mf.path)) for mf in files]
+    sizes = {model_input_size(m, mf.path) for mf, m in loaded}
+    if len(sizes) != 1:
+        raise EvaluationError(f"models in {run_dir} take different image sizes {sorted(sizes)}; expected one size")
+    return loaded, sizes.pop()
+
+
+def predict_inclinations(image_paths, run_dir: str | os.PathLike, bands=None, models=None) -> pd.DataFrame:
+    """Inclination of each image from every trained model of `run_dir`.
+
+    Returns one row per image: path, pgc (from a ``pgc<ID>`` file name, else
+    missing), band, inclination_deg (median over all models and Usets),
+    spread_deg (standard deviation over them; NaN with a single model),
+    n_models, then one column per model (``model4/Uset_000``, ...). `bands`
+    overrides the band inferred from each file name; `models` takes the output
+    of `load_run_models` to avoid reloading. Raises FileNotFoundError or
+    ImageReadError (a ValueError) naming a missing, unreadable or non-image
+    file before any model is loaded.
+    """
+    from .evaluate import predict_images
+
+    checked = check_images(image_paths, bands)
+    loaded, size = models if models is not None else load_run_models(run_dir)
+    batch = np.stack([load_prepared(path, band, size) for path, band in checked])
+    per_model = {mf.row: predict_images(model, batch) for mf, model in loaded}
+    values = np.column_stack(list(per_model.values()))
+    table = pd.DataFrame({
+        "path": [str(p) for p, _ in checked],
+        "pgc": pd.array([int(m["pgc"]) if (m := _PGC.search(p.name)) else None for p, _ in checked], dtype="Int64"),
+        "band": [b for _, b in checked],
+        "inclination_deg": np.median(values, axis=1),
+        "spread_deg": values.std(axis=1, ddof=1) if values.shape[1] > 1 else np.full(len(values), np.nan),
+        "n_models": values.shape[1],
+    })
+    for name, v in per_model.items():
+        table[name] = v
+    return table
+
+
+def format_predictions(table: pd.DataFrame) -> str:
+    """The prediction table as printed by the CLI (file names, degrees to 0.1)."""
+    show = table.copy()
+    show["path"] = [Path(p).name for p in show["path"]]
+    show = show.rename(columns={"path": "image"}).drop(columns=["n_models"])
+    return show.to_string(index=False, float_format=lambda v: f"{v:.1f}", na_rep="-")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m inclinet_utils.predict",
+        description="Inclinations (deg) of galaxy images from a run's trained IncliNET models: "
+                    "ensemble median, spread (std over models) and each model's value.",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="input images: pgc<ID>_..._{g,r,i}.png (black galaxy on white) or colour .jpg")
+    parser.add_argument("--run", required=True, help="run folder holding models/Uset_<jjj>_<model>.keras")
+    parser.add_argument("--band", choices=["g", "r", "i", "gri"],
+                        help="band of every image (default: from each file name)")
+    parser.add_argument("--csv", help="also write the table to this CSV file (must not exist)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+    try:
+        # Check the images first: a bad path fails fast, before TensorFlow loads.
+        bands = [args.band] * len(args.images) if args.band else None
+        check_images(args.images, bands)
+        if args.csv and Path(args.csv).exists():
+            raise FileExistsError(f"{args.csv} already exists; refusing to overwrite it")
+        table = predict_inclinations(args.images, args.run, bands)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_predictions(table))
+    if args.csv:
+        from . import io as iio
+
+        iio.write_text(args.csv, table.to_csv(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Stage 06: metrics, bias correction kept off the test set, the axis-ratio baseline, and a
+whole evaluation of a tiny hand-built run (tiny Keras models, tiny samples)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from inclinet_utils import evaluate as ev
+from inclinet_utils import io as iio
+from inclinet_utils.catalog import write_catalog
+from inclinet_utils.dataset import sample_path
+from inclinet_utils.images import band_tag, load_prepared
+
+SIZE = 32
+
+
+# ---- metrics ----------------------------------------------------------------------
+
+def test_metrics_equal_hand_computed_values():
+    measured = [60, 70, 80, 50, 66]
+    predicted = [58, 73, 80, 62, np.nan]   # the NaN pair is left out
+    true = [59.5, 71, 79, 51, 66]
+    m = ev.compute_metrics(measured, predicted, true)
+    # delta = 2, -3, 0, -12 ; true - predicted = 1.5, -2, -1, -11
+    assert m["n"] == 4
+    assert m["rms_deg"] == pytest.approx(np.sqrt((4 + 9 + 0 + 144) / 4))
+    assert m["mae_deg"] == pytest.approx((2 + 3 + 0 + 12) / 4)
+    assert m["bias_deg"] == pytest.approx((2 - 3 + 0 - 12) / 4)
+    assert m["outlier_frac"] == pytest.approx(1 / 4)
+    assert m["rms_true_deg"] == pytest.approx(np.sqrt((2.25 + 4 + 1 + 121) / 4))
+    assert m["mae_true_deg"] == pytest.approx((1.5 + 2 + 1 + 11) / 4)
+    assert "rms_true_deg" not in ev.compute_metrics(measured, predicted)
+
+
+def _long(rows):
+    return pd.DataFrame(rows, columns=["source", "band", "pgc", "measured_deg", "predicted_deg"])
+
+
+def test_ensemble_rows_and_band_pooling_equal_hand_computed_values():
+    # Two models x two Usets predicting 2 galaxies in 2 bands (4 test images).
+    test = []
+    values = {  # (band, pgc): [m4/U0, m4/U1, m6/U0, m6/U1], measured
+        ("g", 1): ([50, 52, 60, 58], 55), ("gri", 1): ([54, 54, 57, 59], 55),
+        ("g", 2): ([80, 86, 70, 90], 85), ("gri", 2): ([82, 84, 88, 86], 85),
+    }
+    sources = ["model4/Uset_000", "model4/Uset_001", "model6/Uset_000", "model6/Uset_001"]
+    for (band, pgc), (preds, meas) in values.items():
+        test += [(s, band, pgc, meas, p) for s, p in zip(sources, preds)]
+    test = _long(test)
+    train = test.assign(pgc=test["pgc"] + 100)  # stand-in training galaxies
+    metrics, by_band, fits, test_rows, _ = ev.evaluate_predictions(test, train, bands=["g", "gri"])
+
+    assert [r for r in metrics if not r.endswith("+bc")] == [
+        "model4/Uset_000", "model4/Uset_001", "model4/mean", "model4/median",
+        "model6/Uset_000", "model6/Uset_001", "model6/mean", "model6/median", "all/mean", "all/median"]
+    assert all(r + "+bc" in metrics for r in ("all/median", "model4/Uset_000"))
+    # all/median per image: g1 55, gri1 55.5, g2 83, gri2 85 -> delta 0, -0.5, 2, 0
+    assert metrics["all/median"]["n"] == 4
+    assert metrics["all/median"]["rms_deg"] == pytest.approx(np.sqrt((0.25 + 4) / 4))
+    assert metrics["all/median"]["bias_deg"] == pytest.approx(1.5 / 4)
+    # model4/mean per image: 51, 54, 83, 83 -> delta 4, 1, 2, 2
+    assert metrics["model4/mean"]["mae_deg"] == pytest.approx(9 / 4)
+    # model6/Uset_001: 58, 59, 90, 86 -> delta -3, -4, -5, -1
+    assert metrics["model6/Uset_001"]["rms_deg"] == pytest.approx(np.sqrt((9 + 16 + 25 + 1) / 4))
+    g = by_band.set_index(["row", "band"])
+    assert g.loc[("model6/Uset_001", "g"), "rms_deg"] == pytest.approx(np.sqrt((9 + 25) / 2))
+    assert g.loc[("model6/Uset_001", "all"), "n"] == 4
+    # combined: one prediction per galaxy, the mean over bands -> 58.5, 88 -> delta -3.5, -3
+    assert g.loc[("model6/Uset_001", "combined"), "n"] == 2
+    assert g.loc[("model6/Uset_001", "combined"), "mae_deg"] == pytest.approx(3.25)
+
+
+# ---- bias correction ----------------------------------------------------------------
+
+def test_bias_fit_recovers_a_known_compression_and_undoes_it():
+    x = np.repeat(np.arange(45, 91, 5.0), 3)
+    m_true, b_true = 0.3, -15.0                 # delta = 0.3 x - 15 -> i_p = 0.7 x + 15
+    predicted = x - (m_true * x + b_true)
+    fit = ev.fit_bias(x, predicted)
+    assert (fit.m, fit.b, fit.n) == (pytest.approx(m_true), pytest.approx(b_true), len(x))
+    assert fit.applied and fit.rms_fit_after < 1e-9 < fit.rms_fit_before
+    np.testing.assert_allclose(fit.apply(predicted), x, atol=1e-9)
+
+
+def test_bias_fit_is_not_applied_when_predictions_ignore_the_labels():
+    x = np.arange(45, 91, 1.0)
+    with pytest.warns(UserWarning, match="not applied"):
+        fit = ev.fit_bias(x, np.full_like(x, 67.0))
+    assert not fit.applied and np.all(fit.apply([60.0, 70.0]) == [60.0, 70.0])
+    # A weak trend under large scatter: dividing by (1 - m) would blow the scatter up on the
+    # very training galaxies it was fitted on, so it is not applied either.
+    rng = np.random.default_rng(2)
+    weak = 0.25 * x + 50 + rng.normal(0, 5, len(x))
+    with pytest.warns(UserWarning, match="not applied"):
+        fit = ev.fit_bias(x, weak)
+    assert 1 - fit.m > ev.MIN_ONE_MINUS_M and fit.rms_fit_after > fit.rms_fit_before and not fit.applied
+
+
+def test_bias_fit_only_sees_training_galaxies_poisoned_test_changes_nothing():
+    rng = np.random.default_rng(1)
+    sources = ["model4/Uset_000", "model4/Uset_001"]
+
+    def table(n, pgc0):
+        x = rng.integers(45, 91, n).astype(float)
+        return _long([(s, "g", pgc0 + k, x[k], 0.7 * x[k] + 20 + rng.normal(0, 2)) for s in sources for k in range(n)])
+
+    train, test = table(40, 0), table(15, 1000)
+    _, _, fits, rows, train_rows = ev.evaluate_predictions(test, train)
+    poisoned = test.assign(measured_deg=90.0, predicted_deg=rng.uniform(0, 90, len(test)))
+    m2, _, fits2, rows2, _ = ev.evaluate_predictions(poisoned, train)
+    pd.testing.assert_frame_equal(fits, fits2)
+    # The fit is exactly the one of the row's training predictions, and of nothing else.
+    direct = ev.fit_bias(train_rows["all/mean"]["measured_deg"], train_rows["all/mean"]["predicted_deg"])
+    row = fits.set_index("row").loc["all/mean"]
+    assert (row["m"], row["b"]) == (pytest.approx(direct.m), pytest.approx(direct.b))
+    assert set(train_rows["all/mean"]["pgc"]).isdisjoint(rows["all/mean"]["pgc"])
+    # ... while the corrected test predictions do follow the (poisoned) test inputs.
+    assert not np.allclose(rows["all/mean+bc"]["predicted_deg"], rows2["all/mean+bc"]["predicted_deg"])
+
+
+# ---- axis-ratio baseline ----------------------------------------------------------
+
+@pytest.mark.parametrize("inc", [45, 55, 65, 75, 80, 85])
+def test_axis_ratio_recovers_thin_galsim_disks(inc):
+    galsim = pytest.importorskip("galsim")
+    disk = galsim.InclinedExponential(np.radians(inc) * galsim.radians, scale_radius=9.0, scale_h_over_r=0.01)
+    image = disk.rotate(25 * galsim.degrees).drawImage(nx=128, ny=128, scale=1.0).array
+    # An infinitely thin disk: q = cos i, i.e. Hubble's formula with q0 = 0.
+    assert ev.axis_ratio_inclination(image, q0=0.0, galaxy_dark=False) == pytest.approx(inc, abs=2.0)
+
+
+def _oblate(inc, q0=0.2, n=96, rs=7.0, angle=0.4, centre=(0.3, -0.2)):
+    """Noiseless projected oblate exponential spheroid of intrinsic axis ratio q0 (Hubble's model)."""
+    q = np.sqrt(np.cos(np.radians(inc)) ** 2 + (q0 * np.sin(np.radians(inc))) ** 2)
+    y, x = np.mgrid[0:n, 0:n] - (n - 1) / 2.0
+    x, y = x - centre[0], y - centre[1]
+    u, v = np.cos(angle) * x + np.sin(angle) * y, -np.sin(angle) * x + np.cos(angle) * y
+    return np.exp(-np.hypot(u, v / q) / rs)
+
+
+@pytest.mark.parametrize("inc", [45, 60, 75, 85])
+def test_axis_ratio_inverts_hubble_formula_for_thick_disks(inc):
+    assert ev.axis_ratio_inclination(_oblate(inc) * 200) == pytest.approx(inc, abs=2.0)
+
+
+def test_axis_ratio_on_stored_black_on_white_cutout_with_noise_and_a_star():
+    rng = np.random.default_rng(3)
+    flux = _oblate(70, n=128, rs=10.0) * 180
+    y, x = np.mgrid[0:128, 0:128]
+    flux += 250 * np.exp(-((x - 95) ** 2 + (y - 70) ** 2) / (2 * 1.5 ** 2))   # a star beside the disk
+    flux += 200 * np.exp(-((x - 15) ** 2 + (y - 20) ** 2) / (2 * 2.0 ** 2))   # another one far out
+    stored = np.clip(np.round(235 - flux + rng.normal(0, 4, flux.shape)), 0, 255).astype(np.uint8)
+    got = ev.axis_ratio_inclination(stored, galaxy_dark=True)
+    assert got == pytest.approx(70, abs=3.0)
+    assert ev.axis_ratio_inclination(stored) == pytest.approx(got)  # auto-detects black on white
+    assert np.isnan(ev.axis_ratio_inclination(np.full((64, 64), 240, np.uint8)))  # nothing there
+
+
+def test_hubble_formula_limits():
+    assert ev.inclination_from_axis_ratio(0.15) == 90.0
+    assert ev.inclination_from_axis_ratio(1.0) == pytest.approx(0.0)
+    q = np.sqrt(np.cos(np.radians(60)) ** 2 * (1 - 0.04) + 0.04)
+    assert ev.inclination_from_axis_ratio(q) == pytest.approx(60.0)
+
+
+# ---- a whole evaluation of a tiny hand-built run -------------------------------------
+
+def _tiny_model(seed: int, size: int = SIZE):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((size, size, 3)), keras.layers.Rescaling(1 / 255),
+        keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(1, activation="tanh"),
+    ])
+
+
+def _write_sample(samples, tag, kind, images, labels, pgc, overwrite=False):
+    iio.save_npz(sample_path(samples, tag, SIZE, kind, 0), overwrite=overwrite,
+                 images=images, labels=labels.astype(np.int64), pgcIDs=pgc.astype(np.int64))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Input images + catalog (with inc_true), train/test samples and three tiny models."""
+    run = tmp_path_factory.mktemp("eval") / "run"
+    paths = iio.run_paths(run)
+    rng = np.random.default_rng(0)
+    n = 24
+    pgc = np.arange(101, 101 + n)
+    inc_true = rng.uniform(46, 89, n)
+    label = np.clip(np.round(inc_true + rng.normal(0, 2, n)), 45, 90).astype(int)
+    paths["input_images"].mkdir(parents=True)
+    for p, inc in zip(pgc, inc_true):
+        flux = _oblate(inc, n=64, rs=4.0, angle=0.0)
+        gray = np.clip(240 - 200 * flux + rng.normal(0, 3, flux.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(gray, "L").save(paths["input_images"] / f"pgc{p}_d25x2_rot_g.png")
+        colour = np.clip(np.stack([220 * flux, 180 * flux, 140 * flux], -1) + 8, 0, 255).astype(np.uint8)
+        Image.fromarray(colour, "RGB").save(paths["input_images"] / f"pgc{p}_d25x2_rot_gri.jpg", quality=95)
+    write_catalog(pd.DataFrame({"pgc": pgc, "inc": label, "inc_flg": 0, "fon": "", "inc_note": "",
+                                "inc_true": inc_true.round(3)}), paths["input_catalog"])
+    is_test = np.zeros(n, bool)
+    is_test[::4] = True
+    for band in ("g", "gri"):
+        images = np.stack([load_prepared(paths["input_images"] / (f"pgc{p}_d25x2_rot_{band}."
+                                                                  + ("png" if band == "g" else "jpg")), band, SIZE)
+                           for p in pgc])
+        for kind, mask in (("train", ~is_test), ("test", is_test)):
+            _write_sample(paths["samples"], band_tag(band), kind, images[mask], label[mask], pgc[mask])
+    paths["models"].mkdir()
+    for k, name in enumerate(["Uset_000_model4", "Uset_001_model4", "Uset_000_model6"]):
+        _tiny_model(k).save(paths["models"] / f"{name}.keras")
+    return run, {"pgc": pgc, "is_test": is_test, "label": label, "inc_true": inc_true}
+
+
+@pytest.mark.filterwarnings("ignore:bias correction not applied")  # untrained tiny models predict ~constants
+def test_evaluate_run_writes_metrics_json_and_tables(tiny_run):
+    run, truth = tiny_run
+    result = ev.evaluate_run(run, size=SIZE, bands=["g", "gri"], bias_fit_max=12, seed=5, progress=False)
+    n_test = int(truth["is_test"].sum())
+    expected = ["model4/Uset_000", "model4/Uset_001", "model4/mean", "model4/median", "model6/Uset_000",
+                "model6/mean", "model6/median", "all/mean", "all/median", "axis_ratio"]
+    assert [r for r in result.metrics if not r.endswith("+bc")] == expected
+    for row in expected:
+        for name in (row, row + "+bc"):
+            m = result.metrics[name]
+            assert set(m) == set(ev.METRIC_KEYS) | set(ev.TRUE_KEYS)
+            assert m["n"] == 2 * n_test  # every test image in both bands
+    # Bias fits: 12 training galaxies in each band, none of them a test galaxy.
+    assert (result.fits["n_fit"] == 24).all() and "applied" in result.fits
+    test_ids = set(truth["pgc"][truth["is_test"]])
+    assert test_ids.isdisjoint(result.train_rows["all/median"]["pgc"])
+    # The axis-ratio baseline measures these clean noiseless-ish ellipses well.
+    assert result.metrics["axis_ratio"]["rms_true_deg"] < 4.0
+
+    figures = ev.make_figures(result, n_outliers=4)
+    ev.write_evaluation(result, run, figures)
+    written = json.loads((run / "metrics.json").read_text())
+    assert list(written) == list(result.metrics)
+    assert written["all/median"]["n"] == 2 * n_test
+    for name in ("metrics.csv", "metrics_by_band.csv", "bias_fits.csv", "predictions_test.csv",
+                 "evaluation.json", "pred_vs_measured.png", "outlier_gallery.png"):
+        assert (run / "evaluation" / name).is_file(), name
+    by_band = pd.read_csv(run / "evaluation" / "metrics_by_band.csv")
+    assert set(by_band["band"]) == {"g", "gri", "all", "combined"}
+    text = ev.summarize_metrics(written)
+    assert "all/median" in text and "axis_ratio+bc" in text and "model4/Uset_000" not in text
+    with pytest.raises(FileExistsError, match="metrics.json|evaluation"):
+        ev.write_evaluation(result, run, {})
+
+    # Poison the test labels: the bias fits stay exactly the same.
+    paths = iio.run_paths(run)
+    for band in ("g", "gri"):
+        with np.load(sample_path(paths["samples"], band_tag(band), SIZE, "test", 0)) as d:
+            data = {k: d[k] for k in d.files}
+        _write_sample(paths["samples"], band_tag(band), "test", data["images"], np.full_like(data["labels"], 45),
+                      data["pgcIDs"], overwrite=True)
+    poisoned = ev.evaluate_run(run, size=SIZE, bands=["g", "gri"], bias_fit_max=12, seed=5, progress=False)
+    pd.testing.assert_frame_equal(poisoned.fits, result.fits)
+    assert poisoned.metrics["all/median"]["rms_deg"] != result.metrics["all/median"]["rms_deg"]
+
+
+def test_evaluate_run_refuses_a_model_of_another_size(tiny_run, tmp_path):
+    run, _ = tiny_run
+    other = tmp_path / "run"
+    (other / "models").mkdir(parents=True)
+    _tiny_model(0, size=48).save(other / "models" / "Uset_000_model4.keras")
+    for sub in ("samples", "input"):
+        (other / sub).symlink_to(run / sub)
+    with pytest.raises(ev.EvaluationError, match="48x48"):
+        ev.evaluate_run(other, size=SIZE, bands=["g"], progress=False)
+    with pytest.raises(FileNotFoundError, match="no trained models"):
+        ev.find_models(tmp_path / "nothing")
