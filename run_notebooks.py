@@ -108,13 +108,20 @@ def _add_parameter_option(group, name: str, default, help_text: str) -> None:
     if isinstance(default, bool):
         group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
     elif isinstance(default, list):
-        item_type = type(default[0]) if default else str
         choices = BAND_CHOICES if name == "bands" else None
-        group.add_argument(flag, nargs="*", type=item_type, choices=choices, **kw)
+        group.add_argument(flag, nargs="*", type=_literal, choices=choices, **kw)
     elif isinstance(default, (int, float)):
         group.add_argument(flag, type=type(default), **kw)
     else:
         group.add_argument(flag, type=str, **kw)
+
+
+def _literal(text: str):
+    """A list item from the command line: a Python literal (2, 0.5) or else the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def _preset_names() -> list[str]:

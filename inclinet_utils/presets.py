@@ -1,16 +1,25 @@
-"""Named parameter sets for the runner (`--preset`): scale of a run, not its science.
+"""Named parameter sets for the runner (`--preset`) and `python -m inclinet_utils.train`.
 
-Values are notebook parameters; explicit command-line options override them.
-The notebooks' own defaults are the fast laptop-CPU settings.
+Values are notebook parameter names; explicit command-line options override them.
+"laptop" equals the notebooks' own defaults (fast, 2-core CPU); "production" is the
+original project's scale, for GPU machines.
 """
 
+# Stages 03/04 own m_iter, batch_size and n_batches; stage 05 the rest.
 PRESETS = {
-    # The original project's production scale, for GPU machines: models 4, 5, 6;
-    # three bagging subsamples; 1000 galaxies per 5-degree bin; 50 batch files.
+    # Laptop CPU (2 cores), equal to the notebook defaults. model4 trains ~200 images/s at
+    # 128 px: with stage 04's defaults (4 Usets x 3 files; 900 images a file for --band gri,
+    # 1800 with grayscale too) 10 passes take ~9 min for gri alone, ~18 min for all bands.
+    # model6 (~85 images/s) learned little in the passes that would fit, so it is left out.
+    "laptop": {
+        "size": 128, "models": ["model4"], "n_passes": 10,
+        "training_batch_size": 64, "learning_rate": 1e-3, "bn_momentum": 0.9,
+    },
+    # The original's production scale for GPU machines: 3 models x 4 Usets = 12 trainings,
+    # each 50 files x 18000 images x n_passes; spread them with `--models X --usets J`.
     "production": {
-        "models": ["model4", "model5", "model6"],
-        "m_iter": 3,
-        "batch_size": 1000,
-        "n_batches": 50,
+        "size": 128, "models": ["model4", "model5", "model6"], "m_iter": 3,
+        "batch_size": 1000, "n_batches": 50, "n_passes": 3,
+        "training_batch_size": 64, "learning_rate": 1e-3, "bn_momentum": 0.99,
     },
 }

@@ -26,28 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from . import io as iio
+from .presets import PRESETS
 
 SALT = 5005  # stage 05's entry in the run seed sequence
 _ORDER, _INIT, _STEP = 1, 2, 3  # sub-streams: file order per pass, initial weights, per-step randomness
-
-# Named parameter sets (notebook parameter names; stages 03/04 own m_iter, batch_size, n_batches).
-PRESETS = {
-    # Laptop CPU (2 cores), = the notebook defaults: the whole 00-06 pipeline in ~20 min.
-    # Stage 04's defaults give 4 Usets x 3 files x 1800 images; model4 trains ~210-230
-    # images/s at 128 px (8-9 s per file), so 5 passes = 60 steps ~ 9 min. model6 (~90
-    # images/s) learned little in the 1-2 passes that would fit, so it is left out.
-    "laptop": {
-        "size": 128, "models": ["model4"], "n_passes": 5,
-        "training_batch_size": 64, "learning_rate": 1e-3, "bn_momentum": 0.9,
-    },
-    # The original's production scale for GPU machines: 3 models x 4 Usets = 12 trainings,
-    # each 50 files x 18000 images x n_passes; spread them with `--models X --usets J`.
-    "production": {
-        "size": 128, "models": ["model4", "model5", "model6"], "m_iter": 3,
-        "batch_size": 1000, "n_batches": 50, "n_passes": 3,
-        "training_batch_size": 64, "learning_rate": 1e-3, "bn_momentum": 0.99,
-    },
-}
 
 HISTORY_KEYS = ("loss", "mse", "mae", "val_loss", "val_mse", "val_mae", "batchNo", "batchFile")
 _BATCH_FILE = re.compile(r"^(?P<size>\d+)x(?P=size)_train_aug_(?P<nn>\d+)\.npz$")
@@ -366,10 +348,17 @@ def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
         raise FileExistsError(f"{paths['checkpoint']} already exists (a started training); "
                               "use resume=True to continue it, or a new run folder")
 
+    # Cosine decay of the rate to a tenth over the whole training: with a constant rate
+    # the step-to-step scatter dominates the final error of short runs. It follows the
+    # optimizer's own iteration count, so a resumed training continues it exactly.
+    with np.load(files[0]) as first:
+        updates_per_step = -(-len(first["labels"]) // training_batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate, decay_steps=max(1, n_steps * updates_per_step), alpha=0.1)
     strategy = get_strategy()
     keras.utils.set_random_seed(_int_seed(seed, _INIT, uset))  # same initial weights on resume
     with strategy.scope():
-        model = build_model(model_name, size, learning_rate=learning_rate, bn_momentum=bn_momentum)
+        model = build_model(model_name, size, learning_rate=schedule, bn_momentum=bn_momentum)
         model.optimizer.build(model.trainable_variables)
     start, history = 0, {}
     if paths["checkpoint"].exists():
