@@ -114,6 +114,27 @@ def predict_inclinations(image_paths, run_dir: str | os.PathLike, bands=None, mo
     return table
 
 
+def compare_with_catalog(images_dir: str | os.PathLike, catalog_path: str | os.PathLike,
+                         run_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
+    """Predict every image of a folder in the real input format and join the catalog labels.
+
+    Returns the per-image table (with `label` and `file`, the band suffix) and a
+    summary over images of galaxies labelled 45-90 deg: n, RMS and median |delta|.
+    """
+    from .catalog import read_catalog
+
+    files = sorted(p for p in Path(images_dir).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    table = predict_inclinations(files, run_dir)
+    labels = read_catalog(catalog_path).set_index("pgc")["label"]
+    table["label"] = table["pgc"].map(labels)
+    table["file"] = [Path(p).name.split("_rot_")[-1] for p in table["path"]]  # g.png ... gri.sdss.jpg
+    inc_label = pd.to_numeric(table["label"], errors="coerce")
+    delta = (inc_label - table["inclination_deg"])[inc_label >= 45]
+    summary = {"n": int(len(delta)), "rms_deg": float(np.sqrt((delta ** 2).mean())) if len(delta) else None,
+               "median_abs_deg": float(delta.abs().median()) if len(delta) else None}
+    return table, summary
+
+
 def format_predictions(table: pd.DataFrame) -> str:
     """The prediction table as printed by the CLI (file names, degrees to 0.1)."""
     show = table.copy()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -118,3 +119,14 @@ def test_band_is_inferred_from_the_file_name_or_mode(tmp_path):
     colour = tmp_path / "colour.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8), "RGB").save(colour)
     assert predict.infer_band(gray_alpha) == "r" and predict.infer_band(colour) == "gri"
+
+
+def test_compare_with_catalog_joins_labels_and_summarises(tiny_run, real_sdss):
+    table, summary = predict.compare_with_catalog(real_sdss / "galaxies", real_sdss / "catalogs" / "catalog.csv",
+                                                  tiny_run)
+    assert len(table) == len(list((real_sdss / "galaxies").iterdir()))
+    assert table.set_index(["pgc", "file"]).loc[(44182, "gri.sdss.jpg"), "label"] == "61"
+    usable = table[pd.to_numeric(table["label"], errors="coerce") >= 45]
+    assert summary["n"] == len(usable) == 5 * 4 + 4  # 5 usable galaxies; pgc676 has no .sdss.jpg
+    delta = usable["label"].astype(float) - usable["inclination_deg"]
+    assert summary["rms_deg"] == pytest.approx(float(np.sqrt((delta ** 2).mean())), rel=1e-6)
