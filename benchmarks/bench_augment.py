@@ -37,6 +37,7 @@ def _samples(dir_, size, n_galaxies):
 
 def throughput(size: int, n_galaxies: int, n_batches: int, batch_size: int) -> dict:
     import numpy as np
+    from inclinet_utils import BANDS
     from inclinet_utils import augment as A
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,7 +54,7 @@ def throughput(size: int, n_galaxies: int, n_batches: int, batch_size: int) -> d
         mb = sum(p.stat().st_size for p in (tmp / "augmented").rglob("*.npz")) / 1e6
 
         # augmentation alone: plan and render batches in memory, no file written
-        pools = A._load_pools(tmp / "samples", size, list(A.BAND_TAGS), "train", 0)
+        pools = A._load_pools(tmp / "samples", size, list(BANDS), "train", 0)
         bins, _ = A._bin_status(pools)
         t1 = time.perf_counter()
         m = 0
@@ -73,6 +74,7 @@ def _rss_mb() -> float:
 def _memory_child(size: int, n_batches: int, batch_size: int, samples: str, out: str) -> None:
     import threading
 
+    from inclinet_utils import BANDS
     from inclinet_utils import augment as A
     # Importing TensorFlow alone peaks near 0.9 GB, which would hide the stage in
     # ru_maxrss; so sample the resident size while the stage runs instead.

@@ -22,7 +22,9 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from . import io as iio
+from . import BANDS, io as iio
+from .dataset import sample_path
+from .images import band_tag
 
 SALT = 4004  # stage 04's entry in the run seed sequence
 _TRAIN_STREAM, _VALIDATION_STREAM = 1, 2
@@ -32,7 +34,6 @@ N_BINS = len(BIN_LOWS)
 BIN_NAMES = [f"{lo}-{lo + 5}" for lo in BIN_LOWS]
 
 GRAY_BANDS = ("g", "r", "i")
-BAND_TAGS = {"g": "g", "r": "r", "i": "i", "gri": "RGB"}  # file tag of each user band
 FILTER_CODES = {"g": "g", "r": "r", "i": "i", "gri": "c"}  # the `filter` key's letter
 CHUNK = 64  # images per TensorFlow call (cache-friendly); fixed so results never depend on the machine
 
@@ -322,7 +323,7 @@ def augment_images(images: np.ndarray, rng: np.random.Generator, colour: bool,
 # ---- sample files ---------------------------------------------------------
 
 def _sample_name(band: str, size: int, part: str, j: int) -> str:
-    return f"{BAND_TAGS[band]}_{size}x{size}_{part}_{j:03d}.npz"
+    return sample_path("", band_tag(band), size, part, j).name
 
 
 def discover_usets(samples_dir, size: int, bands) -> list[int]:
@@ -336,7 +337,7 @@ def discover_usets(samples_dir, size: int, bands) -> list[int]:
         raise FileNotFoundError(f"samples folder {samples_dir} does not exist (run 03_split first)")
     found = {}
     for band in bands:
-        pat = re.compile(rf"^{re.escape(BAND_TAGS[band])}_{size}x{size}_train_(\d{{3}})\.npz$")
+        pat = re.compile(rf"^{re.escape(band_tag(band))}_{size}x{size}_train_(\d{{3}})\.npz$")
         found[band] = sorted(int(m.group(1)) for p in samples_dir.iterdir()
                              if (m := pat.match(p.name)))
         for part in ("train", "test"):
@@ -621,9 +622,9 @@ def augment_stage(samples_dir, out_dir, size: int, bands=("g", "r", "i", "gri"),
     """
     t0 = time.perf_counter()
     bands = list(dict.fromkeys(bands))
-    bad = [b for b in bands if b not in BAND_TAGS]
+    bad = [b for b in bands if b not in BANDS]
     if not bands or bad:
-        raise AugmentInputError(f"bands {bad or bands} invalid; expected some of {list(BAND_TAGS)}")
+        raise AugmentInputError(f"bands {bad or bands} invalid; expected some of {list(BANDS)}")
     for name, v in (("size", size), ("n_batches", n_batches), ("batch_size", batch_size)):
         if int(v) != v or v < 1:
             raise AugmentInputError(f"{name}={v!r}: expected a positive integer")

@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # works under any pytest import mode
 from augment_samples import axis_ratio_moments, render_ellipse, write_samples
+from inclinet_utils.images import band_tag
 from inclinet_utils import augment as A
 
 SIZE = 32
@@ -100,7 +101,7 @@ def test_labels_and_sources_unchanged(full_run):
     for path, d in _batches(out).items():
         j = int(path.parent.name[5:8])
         for band, code in (("g", "g"), ("r", "r"), ("i", "i"), ("gri", "c")):
-            with np.load(samples / f"{A.BAND_TAGS[band]}_{SIZE}x{SIZE}_train_{j:03d}.npz") as s:
+            with np.load(samples / f"{band_tag(band)}_{SIZE}x{SIZE}_train_{j:03d}.npz") as s:
                 src = dict(zip(s["pgcIDs"].tolist(), s["labels"].tolist()))
             sel = d["filter"] == code
             # every image comes from this Uset's own training set, with its label
