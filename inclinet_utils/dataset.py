@@ -184,3 +184,22 @@ def split_stage(compressed_dir: str | os.PathLike, samples_dir: str | os.PathLik
                 record["counts"][f"{tag}_{kind}_{k:03d}"] = int(mask.sum())
         iio.write_json(tmp / "split.json", record)
     return record
+
+
+def check_split(samples_dir: str | os.PathLike, size: int, record: dict) -> dict[str, int]:
+    """Verify a written split: no held-out galaxy in any training file of any band, and
+    every band's test set drawn from the one recorded list. Returns test galaxies per band."""
+    held_out = set(np.asarray(record["test_pgc"]).tolist())
+    per_band = {}
+    for tag in record["tags"]:
+        test_ids = set(load_sample(samples_dir, tag, size, "test", 0)["pgcIDs"].tolist())
+        if not test_ids <= held_out:
+            raise DatasetError(f"{sample_path(samples_dir, tag, size, 'test', 0)} holds galaxies "
+                               f"{sorted(test_ids - held_out)[:5]} outside the recorded test set")
+        for k in range(record["m_iter"] + 1):
+            leaked = held_out & set(load_sample(samples_dir, tag, size, "train", k)["pgcIDs"].tolist())
+            if leaked:
+                raise DatasetError(f"{sample_path(samples_dir, tag, size, 'train', k)} holds held-out "
+                                   f"test galaxies {sorted(leaked)[:5]}")
+        per_band[tag] = len(test_ids)
+    return per_band

@@ -302,3 +302,19 @@ def test_pipeline_02_03_on_real_galaxies(real_sdss, tmp_path):
         test = set(dataset.load_sample(tmp_path / "samples", tag, 16, "test", 0)["pgcIDs"].tolist())
         train = set(dataset.load_sample(tmp_path / "samples", tag, 16, "train", 0)["pgcIDs"].tolist())
         assert len(test) == 1 and test | train == usable and not test & train
+
+
+def test_check_split_passes_a_written_split_and_catches_a_leak(tmp_path):
+    write_compressed(tmp_path / "compressed")
+    record = dataset.split_stage(tmp_path / "compressed", tmp_path / "samples", SIZE, ALL_BANDS,
+                                 test_fraction=0.2, m_iter=2, seed=5)
+    samples = tmp_path / "samples"
+    per_band = dataset.check_split(samples, SIZE, record)
+    assert set(per_band) == set(record["tags"]) and all(n == len(record["test_pgc"]) for n in per_band.values())
+
+    tag = record["tags"][0]
+    leaky = dataset.load_sample(samples, tag, SIZE, "train", 1)
+    leaky["pgcIDs"][0] = record["test_pgc"][0]
+    iio.save_npz(dataset.sample_path(samples, tag, SIZE, "train", 1), overwrite=True, **leaky)
+    with pytest.raises(dataset.DatasetError, match=f"{tag}_{SIZE}x{SIZE}_train_001.npz"):
+        dataset.check_split(samples, SIZE, record)
