@@ -1,122 +1,135 @@
 """The CNN regressors (model4, model5, model6) and the label scaling they are trained on.
 
-Owns the registry MODELS (name -> builder), `build_model`, the optimizer/loss/metric
-choice (`compile_model`) and the one place where inclinations in degrees (45-90) are
-mapped to the tanh output range and back. Every model starts with
-`Rescaling(1/255)`, so callers always feed raw 0-255 pixels.
+Each model is a block specification (`ModelSpec`: convolution blocks, then a dense
+head) in the registry MODELS; the one builder `build_from_spec` turns any spec into a
+Keras model, `build_model` builds and compiles a registered one (Adam, mse). This is
+also the one place where inclinations in degrees (45-90) are mapped to network
+targets and back (`TARGET_RANGE`). Every model starts with `Rescaling(1/255)`, so
+callers always feed raw 0-255 pixels. Keras is imported on first use, so the scaling
+constants are cheap to import (the plots use them).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from dataclasses import dataclass
 
-import keras
 import numpy as np
 
 INC_MIN_DEG = 45.0  # usable inclinations are 45-90 deg
 INC_SPAN_DEG = 45.0
-DEG_PER_TARGET = INC_SPAN_DEG / 2.0  # d(inclination)/d(target): 22.5 deg per tanh unit
+# Network targets of 45 and 90 degrees. (-1, 1) is the original's mapping; a margin,
+# e.g. (-0.9, 0.9), keeps the edges of the range off the tanh output's saturation.
+TARGET_RANGE = (-1.0, 1.0)
+DEG_PER_TARGET = INC_SPAN_DEG / (TARGET_RANGE[1] - TARGET_RANGE[0])  # 22.5 deg per target unit
 
-MODELS: dict[str, Callable[..., keras.Model]] = {}
+BN_MOMENTUM = 0.99  # Keras' and the original's BatchNormalization default
+OUTPUT_ACTIVATIONS = ("tanh", "linear")
+MIXED_PRECISION = (None, "mixed_bfloat16", "mixed_float16")
 
 
 class ModelError(ValueError):
-    """An unknown model name or an image size the model cannot take."""
-
-
-BN_MOMENTUM = 0.99  # Keras' and the original's BatchNormalization default
-
-
-def register_model(fn: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
-    """Add a builder `fn(size, padding="same", bn_momentum=BN_MOMENTUM) -> keras.Model` to MODELS."""
-    MODELS[fn.__name__] = fn
-    return fn
+    """An unknown model name, a bad build option, or an image size the model cannot take."""
 
 
 # ---- label scaling ------------------------------------------------------------
 
 def inclination_to_target(inc_deg):
-    """Inclination in degrees (45-90) -> network target in [-1, 1]: 2*(inc-45)/45 - 1."""
-    return 2.0 * (np.asarray(inc_deg, dtype=np.float32) - INC_MIN_DEG) / INC_SPAN_DEG - 1.0
+    """Inclination in degrees (45-90) -> network target, linearly onto TARGET_RANGE."""
+    return (TARGET_RANGE[0] + (np.asarray(inc_deg, dtype=np.float32) - INC_MIN_DEG) / DEG_PER_TARGET
+            ).astype(np.float32)
 
 
 def target_to_inclination(t):
     """Inverse of `inclination_to_target`: network output -> inclination in degrees."""
-    return (np.asarray(t, dtype=np.float32) + 1.0) * INC_SPAN_DEG / 2.0 + INC_MIN_DEG
+    return ((np.asarray(t, dtype=np.float32) - TARGET_RANGE[0]) * DEG_PER_TARGET + INC_MIN_DEG
+            ).astype(np.float32)
 
 
-# ---- layer stacks -------------------------------------------------------------
+# ---- block specifications -------------------------------------------------------
 
-def _conv(n: int, name: str, padding: str) -> keras.layers.Layer:
-    return keras.layers.Conv2D(n, (3, 3), activation="relu", padding=padding, name=name)
+@dataclass(frozen=True)
+class ConvBlock:
+    """Two 3x3 ReLU convolutions, an optional BatchNorm, max-pooling, an optional Dropout.
+
+    Layers of the k-th block (1-based) are named conv<2k-1>, conv<2k>, bn_<k>, pool<k>, drop<k>.
+    """
+
+    filters: int
+    pool: int
+    batch_norm: bool = False
+    dropout: float = 0.25  # 0: no Dropout layer
 
 
-def _head(widths: tuple[int, ...], names: tuple[str, ...]) -> list[keras.layers.Layer]:
-    layers: list[keras.layers.Layer] = [keras.layers.Flatten(name="flatten")]
-    layers += [keras.layers.Dense(w, activation="relu", name=n) for w, n in zip(widths, names)]
-    layers.append(keras.layers.Dense(1, activation="tanh", name="fc_out2"))
+@dataclass(frozen=True)
+class ModelSpec:
+    """Convolution blocks, then Flatten, ReLU dense layers (name, width) and one output unit."""
+
+    blocks: tuple[ConvBlock, ...]
+    dense: tuple[tuple[str, int], ...]
+
+
+MODELS: dict[str, ModelSpec] = {
+    "model4": ModelSpec(blocks=(ConvBlock(16, 2), ConvBlock(32, 4, batch_norm=True)),
+                        dense=(("fc_2", 256), ("fc_4", 32), ("fc_5", 8))),
+    "model5": ModelSpec(blocks=(ConvBlock(128, 2), ConvBlock(256, 4, batch_norm=True),
+                                ConvBlock(256, 4, batch_norm=True, dropout=0.0)),
+                        dense=(("fc_2", 256), ("fc_3", 128), ("fc_4", 64), ("fc_5", 8))),
+    "model6": ModelSpec(blocks=(ConvBlock(32, 2), ConvBlock(64, 4, batch_norm=True)),
+                        dense=(("fc_3", 128), ("fc_4", 64), ("fc_5", 8))),
+}
+
+
+def register_model(name: str, spec: ModelSpec) -> ModelSpec:
+    """Add a model to MODELS: from then on `build_model(name, ...)` and the stages know it."""
+    if not isinstance(spec, ModelSpec):
+        raise ModelError(f"model {name!r}: expected a ModelSpec, got {type(spec).__name__}")
+    MODELS[name] = spec
+    return spec
+
+
+def _block_layers(k: int, block: ConvBlock, padding: str, bn_momentum: float) -> list:
+    import keras
+
+    L = keras.layers
+    layers = [L.Conv2D(block.filters, (3, 3), activation="relu", padding=padding, name=f"conv{2 * k - 1}"),
+              L.Conv2D(block.filters, (3, 3), activation="relu", padding=padding, name=f"conv{2 * k}")]
+    if block.batch_norm:
+        layers.append(L.BatchNormalization(axis=3, momentum=bn_momentum, name=f"bn_{k}"))
+    layers.append(L.MaxPooling2D((block.pool, block.pool), name=f"pool{k}"))
+    if block.dropout:
+        layers.append(L.Dropout(block.dropout, name=f"drop{k}"))
     return layers
 
 
-def _bn(name: str, momentum: float) -> keras.layers.Layer:
-    return keras.layers.BatchNormalization(axis=3, momentum=momentum, name=name)
+def build_from_spec(name: str, spec: ModelSpec, size: int, padding: str = "same",
+                    bn_momentum: float = BN_MOMENTUM, output_activation: str = "tanh"):
+    """The Keras Sequential model of a spec for (size, size, 3) raw-pixel input, uncompiled.
 
+    Under a mixed-precision policy the output layer stays float32 (Keras' advice), so
+    the regression output and the loss keep full precision.
+    """
+    import keras
 
-def _sequential(name: str, size: int, layers: list[keras.layers.Layer]) -> keras.Model:
-    model = keras.Sequential(
-        [keras.Input(shape=(size, size, 3), name="image"),
-         keras.layers.Rescaling(1.0 / 255, name="rescale")] + layers,
-        name=name,
-    )
-    return model
-
-
-@register_model
-def model4(size: int, padding: str = "same", bn_momentum: float = BN_MOMENTUM) -> keras.Model:
-    """Conv 16,16 - MaxPool 2 - Dropout - Conv 32,32 - BN - MaxPool 4 - Dropout - Dense 256,32,8 - tanh."""
-    return _sequential("model4", size, [
-        _conv(16, "conv1", padding), _conv(16, "conv2", padding),
-        keras.layers.MaxPooling2D((2, 2), name="pool1"), keras.layers.Dropout(0.25, name="drop1"),
-        _conv(32, "conv3", padding), _conv(32, "conv4", padding),
-        _bn("bn_2", bn_momentum),
-        keras.layers.MaxPooling2D((4, 4), name="pool2"), keras.layers.Dropout(0.25, name="drop2"),
-        *_head((256, 32, 8), ("fc_2", "fc_4", "fc_5")),
-    ])
-
-
-@register_model
-def model5(size: int, padding: str = "same", bn_momentum: float = BN_MOMENTUM) -> keras.Model:
-    """Conv 128,128 - MP2 - Drop - Conv 256,256 - BN - MP4 - Drop - Conv 256,256 - BN - MP4 - Dense 256,128,64,8 - tanh."""
-    return _sequential("model5", size, [
-        _conv(128, "conv1", padding), _conv(128, "conv2", padding),
-        keras.layers.MaxPooling2D((2, 2), name="pool1"), keras.layers.Dropout(0.25, name="drop1"),
-        _conv(256, "conv3", padding), _conv(256, "conv4", padding),
-        _bn("bn_2", bn_momentum),
-        keras.layers.MaxPooling2D((4, 4), name="pool2"), keras.layers.Dropout(0.25, name="drop2"),
-        _conv(256, "conv5", padding), _conv(256, "conv6", padding),
-        _bn("bn_3", bn_momentum),
-        keras.layers.MaxPooling2D((4, 4), name="pool3"),
-        *_head((256, 128, 64, 8), ("fc_2", "fc_3", "fc_4", "fc_5")),
-    ])
-
-
-@register_model
-def model6(size: int, padding: str = "same", bn_momentum: float = BN_MOMENTUM) -> keras.Model:
-    """Conv 32,32 - MaxPool 2 - Dropout - Conv 64,64 - BN - MaxPool 4 - Dropout - Dense 128,64,8 - tanh."""
-    return _sequential("model6", size, [
-        _conv(32, "conv1", padding), _conv(32, "conv2", padding),
-        keras.layers.MaxPooling2D((2, 2), name="pool1"), keras.layers.Dropout(0.25, name="drop1"),
-        _conv(64, "conv3", padding), _conv(64, "conv4", padding),
-        _bn("bn_2", bn_momentum),
-        keras.layers.MaxPooling2D((4, 4), name="pool2"), keras.layers.Dropout(0.25, name="drop2"),
-        *_head((128, 64, 8), ("fc_3", "fc_4", "fc_5")),
-    ])
+    L = keras.layers
+    layers = [keras.Input(shape=(size, size, 3), name="image"), L.Rescaling(1.0 / 255, name="rescale")]
+    for k, block in enumerate(spec.blocks, start=1):
+        layers += _block_layers(k, block, padding, bn_momentum)
+    layers.append(L.Flatten(name="flatten"))
+    layers += [L.Dense(width, activation="relu", name=n) for n, width in spec.dense]
+    layers.append(L.Dense(1, activation=output_activation, dtype="float32", name="fc_out2"))
+    return keras.Sequential(layers, name=name)
 
 
 # ---- build / compile ----------------------------------------------------------
 
-def compile_model(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
-    """Adam + mse loss, metrics named 'mse' and 'mae' (the original's evalDict names)."""
+def compile_model(model, learning_rate=1e-3):
+    """Adam + mse loss, metrics named 'mse' and 'mae' (the original's evalDict names).
+
+    `learning_rate`: a number or a keras LearningRateSchedule.
+    """
+    import keras
+
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss="mse",
@@ -126,26 +139,57 @@ def compile_model(model: keras.Model, learning_rate: float = 1e-3) -> keras.Mode
     return model
 
 
-def build_model(name: str, size: int, learning_rate: float = 1e-3, compile: bool = True,
-                padding: str = "same", bn_momentum: float = BN_MOMENTUM) -> keras.Model:
+@contextlib.contextmanager
+def dtype_policy(mixed_precision: str | None):
+    """Set Keras' global dtype policy (None: float32) for the block, then restore the previous one."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(mixed_precision or "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def check_build_options(name: str, size, padding: str = "same", bn_momentum: float = BN_MOMENTUM,
+                        output_activation: str = "tanh", mixed_precision: str | None = None) -> None:
+    """Raise ModelError naming the first option `build_model` cannot use."""
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+    if isinstance(size, bool) or int(size) != size or size < 16:
+        raise ModelError(f"image size {size!r} for {name}: expected an integer >= 16 pixels")
+    if not 0.0 <= bn_momentum < 1.0:
+        raise ModelError(f"bn_momentum {bn_momentum!r}: expected a number in [0, 1)")
+    if padding not in ("same", "valid"):
+        raise ModelError(f"padding {padding!r}: expected 'same' or 'valid'")
+    if output_activation not in OUTPUT_ACTIVATIONS:
+        raise ModelError(f"output_activation {output_activation!r}: expected one of {OUTPUT_ACTIVATIONS}")
+    if output_activation == "tanh" and max(abs(t) for t in TARGET_RANGE) > 1:
+        raise ModelError(f"TARGET_RANGE {TARGET_RANGE} lies outside the tanh output range (-1, 1); "
+                         "use output_activation='linear' or a narrower range")
+    if mixed_precision not in MIXED_PRECISION:
+        raise ModelError(f"mixed_precision {mixed_precision!r}: expected one of {MIXED_PRECISION}")
+
+
+def build_model(name: str, size: int, learning_rate=1e-3, compile: bool = True,
+                padding: str = "same", bn_momentum: float = BN_MOMENTUM,
+                output_activation: str = "tanh", mixed_precision: str | None = None):
     """Build the registered model `name` for (size, size, 3) uint8-range input, compiled.
 
     padding="same" (default) keeps every model valid down to 32 px; padding="valid"
     is Keras' default that the original TFmodels.py used (model5 then needs >= 76 px).
     bn_momentum: BatchNormalization moving-average momentum. The default 0.99 needs a
     few hundred updates before the inference-time statistics settle; short runs
-    (laptop scale) use 0.9.
+    (laptop scale) use 0.9. output_activation: 'tanh' (the original) or 'linear'.
+    mixed_precision: None (float32), 'mixed_bfloat16' or 'mixed_float16' (Keras then
+    scales the loss itself); the output layer stays float32.
     """
-    if name not in MODELS:
-        raise ModelError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
-    if int(size) != size or size < 16:
-        raise ModelError(f"image size {size!r} for {name}: expected an integer >= 16 pixels")
-    if not 0.0 <= bn_momentum < 1.0:
-        raise ModelError(f"bn_momentum {bn_momentum!r}: expected a number in [0, 1)")
-    if padding not in ("same", "valid"):
-        raise ModelError(f"padding {padding!r}: expected 'same' or 'valid'")
-    try:
-        model = MODELS[name](int(size), padding=padding, bn_momentum=float(bn_momentum))
-    except ValueError as exc:  # a stack that shrinks the image to nothing
-        raise ModelError(f"{name} cannot take {size}x{size} images with padding={padding!r}: {exc}") from exc
-    return compile_model(model, learning_rate) if compile else model
+    check_build_options(name, size, padding, bn_momentum, output_activation, mixed_precision)
+    with dtype_policy(mixed_precision):
+        try:
+            model = build_from_spec(name, MODELS[name], int(size), padding, float(bn_momentum),
+                                    output_activation)
+        except ValueError as exc:  # a stack that shrinks the image to nothing
+            raise ModelError(f"{name} cannot take {size}x{size} images with padding={padding!r}: {exc}") from exc
+        return compile_model(model, learning_rate) if compile else model
