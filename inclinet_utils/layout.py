@@ -40,6 +40,7 @@ SAMPLE_KINDS = ("train", "test")
 # Record files beside the products.
 MISSING_IMAGES = "missing_images.csv"    # prep/
 SKIPPED_BAD_FILES = "skipped_bad_files.csv"  # prep/
+PADDED_IMAGES = "padded_images.csv"      # prep/: inputs a few pixels off square, padded
 SPLIT_RECORD = "split.json"              # samples/
 AUGMENT_RECORD = "augment.json"          # augmented/
 EVALUATION_FILES = {                      # evaluation/

@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from . import layout
+
 # ---- section: simulate / prep / split (stages 00-03) ----
 def _read_cutout(images_dir, pgc: int, band: str):
     """A raw input cutout as an array (gray 'L'/'LA' -> 2-D; colour prefers .sdss.jpg), or None."""
@@ -18,9 +20,7 @@ def _read_cutout(images_dir, pgc: int, band: str):
     from PIL import Image
 
     folder = Path(images_dir)
-    names = ([f"pgc{pgc}_d25x2_rot_gri.sdss.jpg", f"pgc{pgc}_d25x2_rot_gri.jpg"] if band == "gri"
-             else [f"pgc{pgc}_d25x2_rot_{band}.png"])
-    for name in names:
+    for name in layout.input_image_names(pgc, band):
         if (folder / name).is_file():
             with Image.open(folder / name) as im:
                 return np.asarray(im.convert("RGB" if band == "gri" else "L"))
@@ -172,29 +172,25 @@ def synthetic_vs_real(sim_images_dir, sim_catalog, real_images_dir, real_catalog
 # ---- section: prep / compress / split (stages 01-03) ----
 def prepared_examples(prep_root, size: int, bands, n_examples: int = 8, seed: int = 0):
     """Grid of prepared cutouts: one row per band, the same galaxies in every row."""
-    from pathlib import Path
-
     from PIL import Image
 
-    from .images import band_tag
-
-    prep_root = Path(prep_root)
-    folders = [prep_root / f"{size}x{size}_{band_tag(b)}" for b in bands]
-    names = sorted(p.name.split("_")[0] for p in folders[0].glob("*.jpg"))
+    folders = [layout.prepared_dir(prep_root, size, b) for b in bands]
+    files = [{p.pgc: (f, p.label) for f in folder.glob("*.jpg") if (p := layout.parse_prepared_name(f.name))}
+             for folder in folders]
+    names = sorted(files[0], key=str)
     rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(names, size=min(n_examples, len(names)), replace=False)) if names else []
+    chosen = sorted(rng.choice(names, size=min(n_examples, len(names)), replace=False), key=str) if names else []
     fig, axes = plt.subplots(len(folders), max(len(chosen), 1), squeeze=False,
                              figsize=(1.6 * max(len(chosen), 1), 1.8 * len(folders)))
-    for row, (band, folder) in enumerate(zip(bands, folders)):
+    for row, (band, found) in enumerate(zip(bands, files)):
         for col, pgc in enumerate(chosen):
             ax = axes[row, col]
             ax.set_xticks([]); ax.set_yticks([])
-            match = sorted(folder.glob(f"{pgc}_*.jpg"))
-            if match:
-                with Image.open(match[0]) as im:
+            if pgc in found:
+                path, label = found[pgc]
+                with Image.open(path) as im:
                     ax.imshow(np.asarray(im), cmap="gray", vmin=0, vmax=255)
-                label = match[0].name.split("_")[2].split(".")[0]
-                ax.set_title(f"{pgc}\nlabel {label}", fontsize=7)
+                ax.set_title(f"pgc{pgc}\nlabel {label}", fontsize=7)
             if col == 0:
                 ax.set_ylabel(band, fontsize=9)
     fig.suptitle(f"Prepared {size}x{size} cutouts (label: inclination in deg, F face-on, 0 rejected)", fontsize=9)
@@ -221,7 +217,7 @@ def split_histograms(inclinations: dict):
 
 # ---- section: augment (stage 04) ----
 
-_FILTER_NAMES = {"c": "colour (gri)", "g": "g", "r": "r", "i": "i"}
+_FILTER_NAMES = {layout.filter_code(b): "colour (gri)" if layout.is_colour(b) else b for b in ("gri", "g", "r", "i")}
 
 
 def _bin_bars(ax, series: dict, bin_names, title):
@@ -253,7 +249,7 @@ def plot_augment_histograms(before: dict, after: dict, bin_names, before_title="
 def plot_augment_counts(filters, inverted, title="augmented images by band"):
     """Counts of augmented images per band (c = colour), grayscale split by inversion."""
     filters, inverted = np.asarray(filters), np.asarray(inverted, bool)
-    codes = [c for c in ("c", "g", "r", "i") if (filters == c).any()]
+    codes = [c for c in _FILTER_NAMES if (filters == c).any()]
     plain = [int(((filters == c) & ~inverted).sum()) for c in codes]
     inv = [int(((filters == c) & inverted).sum()) for c in codes]
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
