@@ -1,4 +1,4 @@
-"""Files and run folders: atomic writes, run layout, and provenance records.
+"""Files and run folders: atomic writes and provenance records (names: `layout`).
 
 Every product is written under a temporary name and renamed into place, so a
 killed stage never leaves a half-written file under the final name, and nothing
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from . import layout
 
 # Packages whose versions every run records.
 RECORDED_PACKAGES = (
@@ -135,30 +137,11 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
-# --- run folder layout -------------------------------------------------------
-
-def run_paths(run_dir: str | os.PathLike, size: int | None = None) -> dict[str, Path]:
-    """Where each stage reads and writes inside one run folder."""
-    run_dir = Path(run_dir)
-    paths = {
-        "run": run_dir,
-        "notebooks": run_dir / "notebooks",
-        "input": run_dir / "input",                 # 00_simulate's sample (real format)
-        "input_images": run_dir / "input" / "galaxies",
-        "input_catalog": run_dir / "input" / "catalogs" / "catalog.csv",
-        "prep": run_dir / "prep",                   # 01: <size>x<size>_<band>/ jpgs
-        "compressed": run_dir / "compressed",       # 02: <size>x<size>_<band>.npz
-        "samples": run_dir / "samples",             # 03: <band>_<size>x<size>_{train,test}_NNN.npz
-        "augmented": run_dir / "augmented",         # 04: Uset_<jj>_npz/...
-        "models": run_dir / "models",               # 05
-        "evaluation": run_dir / "evaluation",       # 06
-        "metrics": run_dir / "metrics.json",
-        "run_json": run_dir / "run.json",
-    }
-    return paths
+run_paths = layout.run_paths  # moved to layout; this name stays until every caller uses layout
 
 
 # --- provenance --------------------------------------------------------------
+
 
 def package_versions(names: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str | None]:
     versions = {}
@@ -192,7 +175,7 @@ def resolve_input(run_dir: str | os.PathLike, images_dir: str = "", catalog_path
 
     Empty strings mean the run's own simulated sample (written by 00_simulate).
     """
-    paths = run_paths(run_dir)
+    paths = layout.run_paths(run_dir)
     images = Path(images_dir) if images_dir else paths["input_images"]
     catalog = Path(catalog_path) if catalog_path else paths["input_catalog"]
     return images, catalog
