@@ -94,12 +94,6 @@ def test_synthetic_colour_choice(synthetic_input):
     assert images.read_galaxy_image(only_jpg, "gri").shape == (syn.n, syn.n, 3)
 
 
-def test_band_tag():
-    assert [images.band_tag(b) for b in ("g", "r", "i", "gri")] == ["g", "r", "i", "RGB"]
-    with pytest.raises(ValueError, match="'z'"):
-        images.band_tag("z")
-
-
 @pytest.mark.parametrize("content", [b"", b"not an image at all", "truncated"])
 def test_corrupt_file_raises_named_error(synthetic_input, content):
     path = synthetic_input.gray_path(103, "i")
@@ -110,10 +104,10 @@ def test_corrupt_file_raises_named_error(synthetic_input, content):
         images.read_galaxy_image(path, "i")
 
 
-def test_non_square_and_16bit_images_rejected(tmp_path):
+def test_far_from_square_and_16bit_images_rejected(tmp_path):
     path = tmp_path / "pgc1_d25x2_rot_g.png"
     Image.fromarray(np.zeros((20, 30), np.uint8), "L").save(path)
-    with pytest.raises(ImageReadError, match=r"30x20.*square"):
+    with pytest.raises(ImageReadError, match=r"pgc1_d25x2_rot_g.png is 30x20.*square"):
         images.read_galaxy_image(path, "g")
     path16 = tmp_path / "pgc2_d25x2_rot_g.png"
     Image.fromarray(np.zeros((16, 16), np.uint16)).save(path16)
@@ -123,20 +117,237 @@ def test_non_square_and_16bit_images_rejected(tmp_path):
         images.read_galaxy_image(tmp_path / "pgc3_d25x2_rot_g.png", "g")
 
 
+# --- real folders as users have them -------------------------------------------------
+
+def noisy_disk(n: int, inc_deg: float = 60, seed: int = 0, height: int | None = None) -> np.ndarray:
+    """A black-on-white gray cutout with sky noise (so nothing reads back by luck), n wide."""
+    rng = np.random.default_rng(seed)
+    img = disk_image(n, inc_deg, radius=n / 4).astype(int) - rng.integers(0, 12, (n, n))
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    return img if height is None else img[:height]
+
+
+def test_rgba_band_png_with_opaque_alpha_reads_as_its_gray(tmp_path):
+    gray = noisy_disk(40)
+    path = tmp_path / "pgc1_d25x2_rot_g.png"
+    Image.fromarray(np.dstack([gray, gray, gray, np.full_like(gray, 255)]), "RGBA").save(path)
+    out = images.read_galaxy_image(path, "g")
+    assert out.shape == (40, 40) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, gray)
+
+
+def test_rgba_band_png_transparent_pixels_are_white_sky(tmp_path):
+    gray = noisy_disk(40)
+    alpha = np.full_like(gray, 255)
+    alpha[:5] = 0
+    alpha[5:8] = 128
+    path = tmp_path / "pgc1_d25x2_rot_r.png"
+    Image.fromarray(np.dstack([gray, gray, gray, alpha]), "RGBA").save(path)
+    out = images.read_galaxy_image(path, "r")
+    assert (out[:5] == 255).all()
+    expected = np.round(gray[5:8] * (128 / 255) + 255 * (1 - 128 / 255))
+    assert np.abs(out[5:8].astype(int) - expected).max() <= 1
+    np.testing.assert_array_equal(out[8:], gray[8:])
+
+
+def test_jpeg_bytes_behind_png_name_read_by_content(tmp_path):
+    gray = noisy_disk(48)
+    path = tmp_path / "pgc1_d25x2_rot_i.png"
+    Image.fromarray(np.dstack([gray] * 3), "RGB").save(path, format="JPEG", quality=95)
+    assert path.read_bytes()[:3] == b"\xff\xd8\xff"        # JPEG bytes, .png name
+    out = images.read_galaxy_image(path, "i")
+    assert out.shape == (48, 48) and out.dtype == np.uint8
+    with Image.open(path) as im:
+        decoded = np.asarray(im)
+    np.testing.assert_array_equal(out, decoded[..., 0])      # the stored gray, not a luminance mix
+    assert np.abs(out.astype(int) - gray).mean() < 3           # and close to what was saved
+
+
+def test_band_image_with_differing_channels_is_refused(tmp_path):
+    gray = noisy_disk(32)
+    path = tmp_path / "pgc1_d25x2_rot_g.png"
+    Image.fromarray(np.dstack([gray, gray // 2, gray // 3]), "RGB").save(path)
+    with pytest.raises(ImageReadError, match=r"pgc1_d25x2_rot_g.png is a colour image"):
+        images.read_galaxy_image(path, "g")
+    # The same file is a fine colour composite.
+    assert images.read_galaxy_image(path, "gri").shape == (32, 32, 3)
+
+
+def test_grayscale_colour_composite_becomes_three_equal_channels(tmp_path):
+    white = 255 - noisy_disk(36)
+    path = tmp_path / "pgc1_d25x2_rot_gri.jpg"
+    Image.fromarray(white, "L").save(path, quality=95)
+    out = images.read_galaxy_image(path, "gri")
+    assert out.shape == (36, 36, 3) and out.dtype == np.uint8
+    with Image.open(path) as im:
+        assert im.mode == "L"
+        stored = np.asarray(im)
+    for c in range(3):
+        np.testing.assert_array_equal(out[..., c], stored)
+
+
+@pytest.mark.parametrize("width,height", [(33, 32), (32, 33), (52, 50)])
+def test_off_square_gray_is_padded_with_its_sky(tmp_path, width, height):
+    n = max(width, height)
+    img = np.full((height, width), 231, np.uint8)          # sky level 231, not white
+    img[height // 2 - 3: height // 2 + 3, 4:width - 4] = 10    # a dark bar
+    path = tmp_path / "pgc1_d25x2_rot_g.png"
+    Image.fromarray(img, "L").save(path)
+    stored = images.read_galaxy_image(path, "g")
+    np.testing.assert_array_equal(stored, img)                # read as stored
+    square = images.pad_to_square(stored)
+    assert square.shape == (n, n)
+    top, left = (n - height) // 2, (n - width) // 2
+    np.testing.assert_array_equal(square[top:top + height, left:left + width], img)
+    rest = np.ones((n, n), bool)
+    rest[top:top + height, left:left + width] = False
+    assert rest.sum() == n * n - width * height and (square[rest] == 231).all()
+    prepared = images.prepare_image(stored, 16)
+    expected = np.asarray(Image.fromarray(square).resize((16, 16), Image.Resampling.BICUBIC))
+    np.testing.assert_array_equal(prepared, expected)
+
+
+def test_off_square_colour_composite_padded_with_its_sky():
+    img = np.zeros((41, 40, 3), np.uint8)
+    img[:] = (12, 20, 33)
+    img[18:23, 5:35] = 240
+    square = images.pad_to_square(img)
+    assert square.shape == (41, 41, 3)
+    np.testing.assert_array_equal(square[:, 40], np.tile([12, 20, 33], (41, 1)))
+    np.testing.assert_array_equal(square[:, :40], img)
+    assert images.prepare_image(img, 20).shape == (20, 20, 3)
+
+
+@pytest.mark.parametrize("n", [237, 1201])
+def test_any_cutout_size_prepares_to_the_same_galaxy(tmp_path, n):
+    """A small and a large cutout of the same disk give nearly the same prepared image."""
+    path = tmp_path / "pgc1_d25x2_rot_r.png"
+    big = disk_image(n, 70, radius=n / 4)
+    Image.fromarray(np.dstack([big] * 3 + [np.full_like(big, 255)]), "RGBA").save(path)
+    prepared = images.load_prepared(path, "r", 32)
+    reference = images.prepare_image(disk_image(512, 70, radius=128), 32)
+    assert prepared.shape == (32, 32, 3)
+    assert np.abs(prepared[..., 0].astype(int) - reference).mean() < 4
+
+
+def test_load_prepared_off_square_jpeg_behind_png(tmp_path):
+    """What `predict` does with such a file: a square (size, size, 3) image, no error."""
+    img = noisy_disk(60, height=59)
+    path = tmp_path / "pgc1_d25x2_rot_g.png"
+    Image.fromarray(np.dstack([img] * 3), "RGB").save(path, format="JPEG", quality=95)
+    arr = images.load_prepared(path, "g", 24)
+    assert arr.shape == (24, 24, 3) and arr.dtype == np.uint8
+    assert (arr[..., 0] == arr[..., 2]).all()
+    assert arr[0, 12, 0] > 200 and arr[12, 12, 0] < 100      # white sky above, dark centre
+
+
+def write_users_folder(syn) -> dict[str, Path]:
+    """Turn some synthetic galaxies into the cases of real users' folders; return their files."""
+    gray = noisy_disk(syn.n, seed=1)
+    rgba = syn.gray_path(101, "g")                                  # RGBA, opaque
+    Image.fromarray(np.dstack([gray] * 3 + [np.full_like(gray, 255)]), "RGBA").save(rgba)
+    jpeg_png = syn.gray_path(102, "r")                              # JPEG bytes, .png name
+    Image.fromarray(np.dstack([gray] * 3), "RGB").save(jpeg_png, format="JPEG", quality=95)
+    off_square = syn.gray_path(103, "i")                            # one row short
+    Image.fromarray(gray[:-1], "L").save(off_square)
+    colour_off = syn.colour_paths(103)[0]
+    with Image.open(colour_off) as im:
+        Image.fromarray(np.asarray(im)[:, :-2]).save(colour_off, format="JPEG", quality=95)
+    for path in syn.colour_paths(104):                              # grayscale composite
+        Image.fromarray(255 - gray, "L").save(path, format="JPEG", quality=95)
+    for path in syn.colour_paths(105):                              # no composite
+        path.unlink(missing_ok=True)
+    return {"rgba": rgba, "jpeg_png": jpeg_png, "off_square": off_square, "colour_off": colour_off}
+
+
+def test_prep_reads_a_users_folder_and_lists_padded_cutouts(synthetic_input, tmp_path):
+    syn = synthetic_input
+    files = write_users_folder(syn)
+    out = tmp_path / "prep"
+    report = run_prep(syn, out, size=16)
+    n = len(syn.labels)
+    assert report.written == {"g": n, "r": n, "i": n, "gri": n - 1}
+    assert report.bad_files.empty
+    assert set(zip(report.missing["pgc"], report.missing["band"])) == {(105, "gri")}
+    padded = report.padded.sort_values("band")
+    assert padded[["pgc", "band", "path", "width", "height"]].values.tolist() == [
+        [103, "gri", str(files["colour_off"]), syn.n - 2, syn.n],
+        [103, "i", str(files["off_square"]), syn.n, syn.n - 1]]
+    on_disk = pd.read_csv(out / "padded_images.csv")
+    assert sorted(on_disk["path"]) == sorted(padded["path"])
+    assert report.summary().set_index("band").loc["i", "padded"] == 1
+    with Image.open(out / "16x16_RGB" / "pgc104_16x16_66.RGB.jpg") as im:
+        assert im.mode == "RGB" and im.size == (16, 16)
+    for name, band in (("pgc101_16x16_50.g.jpg", "g"), ("pgc102_16x16_55.r.jpg", "r")):
+        with Image.open(out / f"16x16_{band}" / name) as im:
+            written = np.asarray(im).astype(int)
+        expected = images.prepare_image(noisy_disk(syn.n, seed=1), 16).astype(int)
+        assert np.abs(written - expected).mean() < 3
+
+
+def test_prep_still_stops_at_a_truly_unreadable_file(synthetic_input, tmp_path):
+    syn = synthetic_input
+    write_users_folder(syn)
+    bad = syn.gray_path(108, "r")
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n but nothing after the signature")
+    with pytest.raises(ImageReadError, match=bad.name):
+        run_prep(syn, tmp_path / "prep", size=16)
+    assert not (tmp_path / "prep").exists()
+    report = run_prep(syn, tmp_path / "prep", size=16, skip_bad_files=True)
+    assert report.bad_files["path"].tolist() == [str(bad)]
+    assert len(report.padded) == 2                     # the odd but readable files still go through
+
+
+VARIED_OFF_SQUARE = {32992: (505, 506), 36431: (1154, 1153), 65375: (1292, 1293), 30197: (3103, 3102)}
+VARIED_NO_COMPOSITE = {30197, 41812, 71047}
+
+
+def test_real_users_folder_reads_every_case(tmp_path):
+    varied = Path(__file__).resolve().parents[1].parent / "shared" / "real_sdss_varied"
+    if not (varied / "galaxies").is_dir() or not (varied / "catalogs" / "catalog.csv").is_file():
+        pytest.skip(f"real SDSS varied-format folder {varied} not available")
+    cat = catalog.read_catalog(varied / "catalogs" / "catalog.csv")
+    report = images.prep_stage(cat, varied / "galaxies", tmp_path / "prep", size=16,
+                               n_workers=1, progress=False)
+    n = len(cat)
+    assert n == 16 and report.bad_files.empty
+    assert report.written == {"g": n, "r": n, "i": n, "gri": n - len(VARIED_NO_COMPOSITE)}
+    assert set(report.missing["pgc"]) == VARIED_NO_COMPOSITE and set(report.missing["band"]) == {"gri"}
+    got = {(int(r.pgc), r.band): (int(r.width), int(r.height)) for r in report.padded.itertuples()}
+    expected = {(pgc, band): wh for pgc, wh in VARIED_OFF_SQUARE.items()
+                for band in ("g", "r", "i", "gri") if not (band == "gri" and pgc in VARIED_NO_COMPOSITE)}
+    assert got == expected
+    # RGBA, JPEG-behind-png and off-square band images read as black galaxy on a bright
+    # sky, composites as bright on dark.
+    for pgc in (3351, 5702, 32992):
+        for band, tag in TAGS.items():
+            label = cat.set_index("pgc").loc[pgc, "label"]
+            with Image.open(tmp_path / "prep" / f"16x16_{tag}" / f"pgc{pgc}_16x16_{label}.{tag}.jpg") as im:
+                arr = np.asarray(im).astype(int)
+            sky = np.median(np.concatenate([arr[0], arr[-1]]))
+            assert (sky > 180) if band != "gri" else (sky < 80), (pgc, band, sky)
+    # 31677's composite is mode L (its g image saved again): three equal channels, as stored.
+    gal = varied / "galaxies"
+    rgb = images.read_galaxy_image(gal / "pgc31677_d25x2_rot_gri.jpg", "gri")
+    assert rgb.shape == (1485, 1485, 3) and (rgb[..., 0] == rgb[..., 2]).all()
+    g = images.read_galaxy_image(gal / "pgc31677_d25x2_rot_g.png", "g")
+    assert np.abs(rgb[..., 1].astype(int) - g).mean() < 1
+
+
 # --- stage 01 ----------------------------------------------------------------------
 
 def test_prep_output_names(synthetic_input, tmp_path):
     syn = synthetic_input
     out = tmp_path / "prep"
     report = run_prep(syn, out, size=32)
-    expected = {"missing_images.csv", "skipped_bad_files.csv"}
+    expected = {"missing_images.csv", "skipped_bad_files.csv", "padded_images.csv"}
     for band, tag in TAGS.items():
         expected.add(f"32x32_{tag}")
         for pgc, label in syn.labels.items():
             expected.add(f"32x32_{tag}/pgc{pgc}_32x32_{label}.{tag}.jpg")
     assert listing(out) == expected
     assert report.written == {b: len(syn.labels) for b in TAGS}
-    assert report.missing.empty and report.bad_files.empty
+    assert report.missing.empty and report.bad_files.empty and report.padded.empty
     with Image.open(out / "32x32_RGB" / "pgc110_32x32_F.RGB.jpg") as im:
         assert im.format == "JPEG" and im.size == (32, 32) and im.mode == "RGB"
     with Image.open(out / "32x32_g" / "pgc112_32x32_0.g.jpg") as im:
