@@ -3,6 +3,8 @@ bad catalogs, and the padded '|' format round trip."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,6 +44,34 @@ def test_real_catalog_labels_match_readme(real_sdss):
     note = cat.loc[cat["pgc"] == 129, "note"].item()
     assert note == "Interacting galaxies, < 1 arcmin"
     assert cat.loc[cat["pgc"] == 118, "inc_note"].item() == "[loose arms] [bad_TF] [ambiguous] [face_on]"
+
+
+# From ../shared/real_sdss_varied/README.md: three rejected (no label, disputed), the rest usable.
+VARIED_REJECTED = {14246, 40085, 41812}
+VARIED_INC = {3351: 83, 5702: 80, 30197: 75, 31677: 85, 32992: 90, 36431: 90, 40201: 90, 41578: 54,
+              65375: 50, 71047: 70, 71866: 65, 1166532: 83, 1794291: 64}
+
+
+def test_real_varied_catalog_labels_match_readme():
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "real_sdss_varied" / "catalogs" / "catalog.csv"
+    if not path.is_file():
+        pytest.skip(f"real SDSS varied-format catalog {path} not available")
+    cat = catalog.read_catalog(path)
+    labels = dict(zip(cat["pgc"].tolist(), cat["label"].tolist()))
+    assert labels == {**{p: "0" for p in VARIED_REJECTED}, **{p: str(i) for p, i in VARIED_INC.items()}}
+    # The free-text label_source (with ':' and ',') is carried along, stripped.
+    assert cat.set_index("pgc").loc[41812, "label_source"].startswith("human estimates disagree: 32")
+
+
+def test_spreadsheet_export_with_bom_and_crlf_reads_the_same(tmp_path):
+    plain = "pgc | inc | inc_flg | fon | inc_note\n 7 | 61 | 0 |   | [standard]\n 8 | 0 | 1 | F |\n"
+    a = catalog.read_catalog(write_raw(tmp_path, plain, "plain.csv"))
+    exported = tmp_path / "exported.csv"
+    exported.write_bytes(b"\xef\xbb\xbf" + plain.replace("\n", "\r\n").encode())
+    b = catalog.read_catalog(exported)
+    assert list(b.columns) == list(a.columns)
+    pd.testing.assert_frame_equal(a, b)
+    assert b["label"].tolist() == ["61", "F"]
 
 
 # --- labelling rules ---------------------------------------------------------------
