@@ -15,7 +15,7 @@ set: ``<tag>_<size>x<size>_{train,test}_<NNN>.npz`` with ``images``, ``labels``
 from __future__ import annotations
 
 import os
-import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +23,13 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from . import io as iio
+from . import layout
 from .catalog import label_code
-from .images import band_tag
 
-SPLIT_BAND_ORDER = ("r", "i", "g", "RGB")  # the original's choice of the band that draws the split
+SPLIT_BAND_ORDER = ("r", "i", "g", "gri")  # the original's choice of the band that draws the split
 MIN_USABLE_INCLINATION = 45
-_PREPARED_NAME = re.compile(r"^pgc(?P<pgc>\d+)_(?P<w>\d+)x(?P<h>\d+)_(?P<label>F|\d+)\.(?P<tag>[A-Za-z]+)\.jpg$")
+MAX_INCLINATION = 90
+SAMPLE_KEYS = ("images", "labels", "pgcIDs")
 
 
 class DatasetError(ValueError):
@@ -38,29 +39,31 @@ class DatasetError(ValueError):
 # --- stage 02 ----------------------------------------------------------------
 
 def compress_folder(folder: str | os.PathLike, size: int, progress: bool = True,
-                    tag: str | None = None) -> dict[str, np.ndarray]:
+                    band: str | None = None) -> dict[str, np.ndarray]:
     """Read every prepared JPEG of one folder into the original npz arrays (sorted by pgc).
 
-    Each name must carry `size` and, when given, the band `tag`; one file per galaxy.
+    Each name must carry `size` and, when given, the `band`; one file per galaxy.
     """
     folder = Path(folder)
     files = sorted(folder.glob("*.jpg"))
     parsed, seen = [], {}
     for path in files:
-        m = _PREPARED_NAME.match(path.name)
+        m = layout.parse_prepared_name(path.name)
         if not m:
-            raise DatasetError(f"file {path} is not named pgc<ID>_<size>x<size>_<label>.<band>.jpg")
+            raise DatasetError(f"file {path} is not named pgc<ID>_<size>x<size>_<label>.<tag>.jpg "
+                               "(tag g, r, i or RGB)")
         # A misfiled cutout (other size or band) would otherwise be packed silently.
-        if (int(m["w"]), int(m["h"])) != (size, size):
-            raise DatasetError(f"file {path} is named {m['w']}x{m['h']}; expected {size}x{size} in this folder")
-        if tag is not None and m["tag"] != tag:
-            raise DatasetError(f"file {path} is named for band {m['tag']}; expected band {tag} in this folder")
-        pgc = int(m["pgc"])
+        if (m.width, m.height) != (size, size):
+            raise DatasetError(f"file {path} is named {m.width}x{m.height}; expected {size}x{size} in this folder")
+        if band is not None and m.band != band:
+            raise DatasetError(f"file {path} is named for band {layout.band_tag(m.band)}; expected band "
+                               f"{layout.band_tag(band)} in this folder")
+        pgc = m.pgc
         if pgc in seen:
             raise DatasetError(f"file {path} repeats galaxy pgc{pgc} (also in {seen[pgc].name}); "
                                "expected one file per galaxy")
         seen[pgc] = path
-        parsed.append((pgc, path, m["label"]))
+        parsed.append((pgc, path, m.label))
     parsed.sort(key=lambda t: t[0])
     images = np.empty((len(parsed), size, size, 3), np.uint8)
     labels = np.empty((2, len(parsed)), np.int64)
@@ -82,20 +85,19 @@ def compress_folder(folder: str | os.PathLike, size: int, progress: bool = True,
 def compress_stage(prep_root: str | os.PathLike, out_root: str | os.PathLike, size: int,
                    bands, progress: bool = True) -> dict[str, int]:
     """Stage 02: one ``<size>x<size>_<tag>.npz`` per prepared folder; returns counts per tag."""
-    prep_root = Path(prep_root)
-    folders = {band_tag(b): prep_root / f"{size}x{size}_{band_tag(b)}" for b in bands}
+    folders = {b: layout.prepared_dir(prep_root, size, b) for b in layout.check_bands(bands)}
     for folder in folders.values():
         if not folder.is_dir():
             raise DatasetError(f"prepared folder {folder} does not exist; run 01_prep with size {size} first")
     # Read everything before writing, so a bad file leaves no npz behind.
-    arrays = {tag: compress_folder(folder, size, progress, tag) for tag, folder in folders.items()}
+    arrays = {band: compress_folder(folder, size, progress, band) for band, folder in folders.items()}
     counts = {}
     with iio.staged_dir(out_root) as tmp:
-        for tag, data in arrays.items():
+        for band, data in arrays.items():
             if len(data["labels"][0]) == 0:
-                raise DatasetError(f"prepared folder {folders[tag]} holds no images")
-            iio.save_npz(tmp / f"{size}x{size}_{tag}.npz", **data)
-            counts[tag] = len(data["labels"][0])
+                raise DatasetError(f"prepared folder {folders[band]} holds no images")
+            iio.save_npz(layout.compressed_path(tmp, size, band), **data)
+            counts[layout.band_tag(band)] = len(data["labels"][0])
     return counts
 
 
@@ -112,19 +114,63 @@ def load_compressed(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 # --- stage 03 ----------------------------------------------------------------
 
-def sample_path(samples_dir: str | os.PathLike, tag: str, size: int, kind: str, index: int) -> Path:
-    if kind not in ("train", "test"):
-        raise ValueError(f"kind {kind!r}; expected 'train' or 'test'")
-    return Path(samples_dir) / f"{tag}_{size}x{size}_{kind}_{index:03d}.npz"
+def _npy_header(path: Path, key: str) -> tuple[tuple, np.dtype]:
+    """Shape and dtype of one array of an npz, read from its header only (nothing decompressed)."""
+    with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(fh)
+    return shape, dtype
 
 
-def load_sample(samples_dir: str | os.PathLike, tag: str, size: int, kind: str, index: int) -> dict[str, np.ndarray]:
-    """One split file as a dict with images, labels (inclination, deg) and pgcIDs."""
-    path = sample_path(samples_dir, tag, size, kind, index)
+def _check_sample(path: Path, size: int, shape: tuple, dtype: np.dtype, labels, pgc) -> None:
+    """Raise DatasetError naming `path` unless its arrays have the stage-03 layout."""
+    if dtype != np.uint8 or len(shape) != 4 or tuple(shape[1:]) != (size, size, 3):
+        raise DatasetError(f"{path}: images {tuple(shape)} {dtype}, expected (N,{size},{size},3) uint8")
+    if labels.shape != (shape[0],) or pgc.shape != (shape[0],):
+        raise DatasetError(f"{path}: labels {labels.shape} / pgcIDs {pgc.shape}, expected ({shape[0]},) each")
+    if not (np.issubdtype(labels.dtype, np.integer) and np.issubdtype(pgc.dtype, np.integer)):
+        raise DatasetError(f"{path}: labels and pgcIDs must be integers, got {labels.dtype} and {pgc.dtype}")
+    bad = (labels < MIN_USABLE_INCLINATION) | (labels > MAX_INCLINATION)
+    if bad.any():
+        raise DatasetError(f"{path}: {bad.sum()} labels outside {MIN_USABLE_INCLINATION}-{MAX_INCLINATION} deg "
+                           f"(e.g. {labels[bad][0]}); 03_split keeps only inclinations >= {MIN_USABLE_INCLINATION}")
+
+
+def load_sample(samples_dir: str | os.PathLike, band: str, size: int, kind: str, index: int,
+                images: bool = True) -> dict[str, np.ndarray | None]:
+    """One split file, checked: images (N,S,S,3) uint8, labels (N,) int64 in 45-90 deg, pgcIDs (N,) int64.
+
+    `band` is g, r, i or gri.  With images=False the images are checked from
+    the file header only and None stands in their place (cheap: nothing is
+    decompressed).  Raises DatasetError naming the file when it is missing or
+    malformed.
+    """
+    path = layout.sample_path(samples_dir, band, size, kind, index)
     if not path.is_file():
         raise DatasetError(f"sample file {path} does not exist; run 03_split first")
-    with np.load(path) as data:
-        return {k: data[k] for k in ("images", "labels", "pgcIDs")}
+    try:
+        with np.load(path) as data:
+            missing = set(SAMPLE_KEYS) - set(data.files)
+            arrays = {} if missing else {k: data[k] for k in SAMPLE_KEYS if images or k != "images"}
+        if not missing:
+            shape, dtype = (arrays["images"].shape, arrays["images"].dtype) if images else _npy_header(path, "images")
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DatasetError(f"{path} is not a readable npz sample file: {exc}") from exc
+    if missing:
+        raise DatasetError(f"{path}: missing keys {sorted(missing)}; expected {list(SAMPLE_KEYS)}")
+    _check_sample(path, size, shape, dtype, arrays["labels"], arrays["pgcIDs"])
+    return {"images": arrays.get("images"), "labels": arrays["labels"].astype(np.int64),
+            "pgcIDs": arrays["pgcIDs"].astype(np.int64)}
+
+
+def check_split_params(test_fraction: float, m_iter: int) -> None:
+    """Raise ValueError naming the value unless 0 < test_fraction < 1 and m_iter is an integer >= 1."""
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.number)) \
+            or not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction {test_fraction!r}; expected a fraction between 0 and 1 (exclusive)")
+    if isinstance(m_iter, bool) or not isinstance(m_iter, (int, np.integer)) or m_iter < 1:
+        raise ValueError(f"m_iter {m_iter!r}; expected an integer number of bagging subsamples, 1 or more")
 
 
 def draw_split(pgc_ids: np.ndarray, test_fraction: float, m_iter: int, seed: int) -> dict[str, np.ndarray | list]:
@@ -132,10 +178,7 @@ def draw_split(pgc_ids: np.ndarray, test_fraction: float, m_iter: int, seed: int
 
     Returns {"test": ids, "train": ids, "subsamples": [ids, ...]}, each sorted.
     """
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction {test_fraction}; expected a fraction between 0 and 1")
-    if m_iter < 0:
-        raise ValueError(f"m_iter {m_iter}; expected 0 or more bagging subsamples")
+    check_split_params(test_fraction, m_iter)
     ids = np.unique(pgc_ids)
     if len(ids) < 3:
         raise DatasetError(f"only {len(ids)} galaxies labelled >= {MIN_USABLE_INCLINATION}; need at least 3 to split")
@@ -148,41 +191,50 @@ def draw_split(pgc_ids: np.ndarray, test_fraction: float, m_iter: int, seed: int
     return {"test": test, "train": train, "subsamples": subsamples}
 
 
+def _load_usable(compressed_dir, size: int, band: str) -> dict[str, np.ndarray]:
+    """One band's compressed galaxies labelled >= 45 deg: images, labels (deg), pgcIDs."""
+    path = layout.compressed_path(compressed_dir, size, band)
+    d = load_compressed(path)
+    if d["images"].shape[1:] != (size, size, 3):
+        raise DatasetError(f"{path} holds images of shape {d['images'].shape[1:]}; expected ({size}, {size}, 3)")
+    keep = d["labels"][1] >= MIN_USABLE_INCLINATION
+    return {"images": d["images"][keep], "labels": d["labels"][1][keep].astype(np.int64),
+            "pgcIDs": d["labels"][0][keep].astype(np.int64)}
+
+
+def _split_sets(pgc: np.ndarray, split: dict) -> dict[tuple[str, int], np.ndarray]:
+    """Masks of one band's usable galaxies: (kind, index) -> in that sample file."""
+    is_test = np.isin(pgc, split["test"])
+    sets = {("test", 0): is_test, ("train", 0): ~is_test}
+    for k, sub in enumerate(split["subsamples"], start=1):
+        in_sub = np.isin(pgc, sub)
+        sets[("train", k)] = in_sub & ~is_test
+        sets[("test", k)] = ~in_sub & ~is_test  # complement inside the training set
+    return sets
+
+
 def split_stage(compressed_dir: str | os.PathLike, samples_dir: str | os.PathLike, size: int, bands,
                 test_fraction: float = 0.1, m_iter: int = 3, seed: int = 42) -> dict:
     """Stage 03: write the held-out test set and bagging subsamples for every band.
 
-    Returns the split record also written to ``samples/split.json``.
+    The parameters are checked before anything is read.  Returns the split
+    record also written to ``samples/split.json``.
     """
-    compressed_dir = Path(compressed_dir)
-    tags = [band_tag(b) for b in bands]
-    data = {tag: load_compressed(compressed_dir / f"{size}x{size}_{tag}.npz") for tag in tags}
-    for tag, d in data.items():
-        if d["images"].shape[1:] != (size, size, 3):
-            raise DatasetError(f"{compressed_dir / f'{size}x{size}_{tag}.npz'} holds images of shape "
-                               f"{d['images'].shape[1:]}; expected ({size}, {size}, 3)")
-    usable = {tag: d["labels"][1] >= MIN_USABLE_INCLINATION for tag, d in data.items()}
-    main = next(t for t in SPLIT_BAND_ORDER if t in tags)
-    split = draw_split(data[main]["labels"][0][usable[main]], test_fraction, m_iter, seed)
+    check_split_params(test_fraction, m_iter)
+    layout.size_tag(size)
+    bands = layout.check_bands(bands)
+    data = {b: _load_usable(compressed_dir, size, b) for b in bands}
+    main = next(b for b in SPLIT_BAND_ORDER if b in bands)
+    split = draw_split(data[main]["pgcIDs"], test_fraction, m_iter, seed)
     record = {"seed": seed, "test_fraction": test_fraction, "m_iter": m_iter, "size": size,
-              "tags": tags, "split_band": main, "counts": {},
-              "test_pgc": split["test"], "subsample_pgc": split["subsamples"]}
+              "bands": bands, "tags": [layout.band_tag(b) for b in bands], "split_band": main,
+              "counts": {}, "test_pgc": split["test"], "subsample_pgc": split["subsamples"]}
     with iio.staged_dir(samples_dir) as tmp:
-        for tag, d in data.items():
-            keep = usable[tag]
-            images, incl, pgc = d["images"][keep], d["labels"][1][keep], d["labels"][0][keep]
-            is_test = np.isin(pgc, split["test"])
-            sets = {("test", 0): is_test, ("train", 0): ~is_test}
-            for k, sub in enumerate(split["subsamples"], start=1):
-                in_sub = np.isin(pgc, sub)
-                sets[("train", k)] = in_sub & ~is_test
-                sets[("test", k)] = ~in_sub & ~is_test  # complement inside the training set
-            for (kind, k), mask in sets.items():
-                iio.save_npz(sample_path(tmp, tag, size, kind, k),
-                             images=images[mask], labels=incl[mask].astype(np.int64),
-                             pgcIDs=pgc[mask].astype(np.int64))
-                record["counts"][f"{tag}_{kind}_{k:03d}"] = int(mask.sum())
-        iio.write_json(tmp / "split.json", record)
+        for band, d in data.items():
+            for (kind, k), mask in _split_sets(d["pgcIDs"], split).items():
+                iio.save_npz(layout.sample_path(tmp, band, size, kind, k), **{key: v[mask] for key, v in d.items()})
+                record["counts"][f"{layout.band_tag(band)}_{kind}_{k:03d}"] = int(mask.sum())
+        iio.write_json(tmp / layout.SPLIT_RECORD, record)
     return record
 
 
@@ -190,16 +242,20 @@ def check_split(samples_dir: str | os.PathLike, size: int, record: dict) -> dict
     """Verify a written split: no held-out galaxy in any training file of any band, and
     every band's test set drawn from the one recorded list. Returns test galaxies per band."""
     held_out = set(np.asarray(record["test_pgc"]).tolist())
+
+    def ids(band, kind, k):
+        return set(load_sample(samples_dir, band, size, kind, k, images=False)["pgcIDs"].tolist())
+
     per_band = {}
-    for tag in record["tags"]:
-        test_ids = set(load_sample(samples_dir, tag, size, "test", 0)["pgcIDs"].tolist())
+    for band in record["bands"]:
+        test_ids = ids(band, "test", 0)
         if not test_ids <= held_out:
-            raise DatasetError(f"{sample_path(samples_dir, tag, size, 'test', 0)} holds galaxies "
+            raise DatasetError(f"{layout.sample_path(samples_dir, band, size, 'test', 0)} holds galaxies "
                                f"{sorted(test_ids - held_out)[:5]} outside the recorded test set")
         for k in range(record["m_iter"] + 1):
-            leaked = held_out & set(load_sample(samples_dir, tag, size, "train", k)["pgcIDs"].tolist())
+            leaked = held_out & ids(band, "train", k)
             if leaked:
-                raise DatasetError(f"{sample_path(samples_dir, tag, size, 'train', k)} holds held-out "
+                raise DatasetError(f"{layout.sample_path(samples_dir, band, size, 'train', k)} holds held-out "
                                    f"test galaxies {sorted(leaked)[:5]}")
-        per_band[tag] = len(test_ids)
+        per_band[band] = len(test_ids)
     return per_band

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-TAGS = {"g": "g", "r": "r", "i": "i", "gri": "RGB"}
+from inclinet_utils import layout
 
 
 def render_ellipse(size, axis_ratio, pa_deg, colour, rng=None, a_frac=0.25, noise=2.0):
@@ -100,6 +100,6 @@ def write_samples(samples_dir, size=32, bands=("g", "r", "i", "gri"), n_galaxies
         for j, (tr, te) in splits.items():
             for part, idx in (("train", tr), ("test", te)):
                 keep = idx[~np.isin(pgc[idx], list(missing.get(b, ())))]
-                np.savez_compressed(samples_dir / f"{TAGS[b]}_{size}x{size}_{part}_{j:03d}.npz",
+                np.savez_compressed(layout.sample_path(samples_dir, b, size, part, j),
                                     images=images[b][keep], labels=labels[keep], pgcIDs=pgc[keep])
     return dict(zip(pgc.tolist(), labels.tolist()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -11,8 +12,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # works under any pytest import mode
 from augment_samples import axis_ratio_moments, render_ellipse, write_samples
-from inclinet_utils.images import band_tag
 from inclinet_utils import augment as A
+from inclinet_utils import layout
+from inclinet_utils import transforms as T
+from inclinet_utils.dataset import DatasetError
 
 SIZE = 32
 BATCH = 24
@@ -101,7 +104,7 @@ def test_labels_and_sources_unchanged(full_run):
     for path, d in _batches(out).items():
         j = int(path.parent.name[5:8])
         for band, code in (("g", "g"), ("r", "r"), ("i", "i"), ("gri", "c")):
-            with np.load(samples / f"{band_tag(band)}_{SIZE}x{SIZE}_train_{j:03d}.npz") as s:
+            with np.load(layout.sample_path(samples, band, SIZE, "train", j)) as s:
                 src = dict(zip(s["pgcIDs"].tolist(), s["labels"].tolist()))
             sel = d["filter"] == code
             # every image comes from this Uset's own training set, with its label
@@ -126,7 +129,7 @@ def test_images_match_their_flags(full_run):
 def test_validation_set(full_run):
     samples, out, summary, _ = full_run
     d = A.load_batch(out / f"{SIZE}x{SIZE}_validation_aug.npz")
-    with np.load(samples / f"RGB_{SIZE}x{SIZE}_test_000.npz") as s:
+    with np.load(layout.sample_path(samples, "gri", SIZE, "test", 0)) as s:
         test = dict(zip(s["pgcIDs"].tolist(), s["labels"].tolist()))
     gray = d["filter"] != "c"
     # every test galaxy once in colour and once in grayscale, with its label
@@ -212,11 +215,11 @@ def test_axis_ratio_preserved_only_by_isotropic_zoom(colour, zoom):
     imgs, before = _ellipses(rng, colour)
     size = imgs.shape[1]
     if zoom == "isotropic":  # the stage's own random transforms
-        out = A.augment_images(imgs, rng, colour)
+        out = T.augment_images(imgs, rng, colour)
     else:  # the original's independent x/y scaling, through the same resampler
-        geo = A.sample_geometry(rng, len(imgs), size)
+        geo = T.sample_geometry(rng, len(imgs), size)
         geo["zoom_y"] = rng.uniform(0.8, 1.2, len(imgs))
-        out = A.augment_images(imgs, rng, colour, transforms=A.affine_transforms(size=size, **geo))
+        out = T.augment_images(imgs, rng, colour, transforms=T.affine_transforms(size=size, **geo))
     after = np.array([axis_ratio_moments(im, colour) for im in out])
     err = np.abs(after - before).max()
     if zoom == "isotropic":
@@ -226,7 +229,7 @@ def test_axis_ratio_preserved_only_by_isotropic_zoom(colour, zoom):
 
 
 def test_sampled_zoom_is_isotropic_and_in_range():
-    g = A.sample_geometry(np.random.default_rng(0), 1000, 64)
+    g = T.sample_geometry(np.random.default_rng(0), 1000, 64)
     assert np.array_equal(g["zoom_x"], g["zoom_y"])
     assert 0.8 <= g["zoom_x"].min() and g["zoom_x"].max() <= 1.2
     assert np.abs(g["tx"]).max() <= 0.15 * 64 and np.abs(g["ty"]).max() <= 0.15 * 64
@@ -240,9 +243,9 @@ def test_border_fill_draws_no_edge(colour, sky):
     n, size = 64, 48
     field = np.clip(np.round(sky + rng.normal(0, 4, (n, size, size, 1))), 0, 255).astype(np.uint8)
     field = np.repeat(field, 3, -1)
-    geo = A.sample_geometry(rng, n, size)
+    geo = T.sample_geometry(rng, n, size)
     geo.update(zoom_x=np.full(n, 0.8), zoom_y=np.full(n, 0.8), theta_deg=np.full(n, 45.0))
-    out = A.augment_images(field, rng, colour, transforms=A.affine_transforms(size=size, **geo))
+    out = T.augment_images(field, rng, colour, transforms=T.affine_transforms(size=size, **geo))
     corner = out[:, :6, :6].astype(float)          # outside the source after 45 deg, zoom 0.8
     centre = out[:, 18:30, 18:30].astype(float)    # inside
     assert abs(corner.mean() - centre.mean()) < 2.0
@@ -275,14 +278,14 @@ def test_bad_input_named_and_nothing_written(tmp_path, problem):
     elif problem == "wrong_size":
         p = samples / "g_32x32_train_002.npz"
         np.savez(p, images=np.zeros((3, 16, 16, 3), np.uint8), labels=np.full(3, 60), pgcIDs=np.arange(3))
-        err, name = A.AugmentInputError, "g_32x32_train_002.npz"
+        err, name = DatasetError, "g_32x32_train_002.npz"
     elif problem == "bad_label":
         p = samples / "r_32x32_test_000.npz"
         with np.load(p) as d:
             arrays = {k: d[k] for k in d.files}
         arrays["labels"][0] = 30
         np.savez(p, **arrays)
-        err, name = A.AugmentInputError, "r_32x32_test_000.npz"
+        err, name = DatasetError, "r_32x32_test_000.npz"
     elif problem == "empty_test":
         for b in ("g", "r"):
             np.savez(samples / f"{b}_32x32_test_000.npz", images=np.zeros((0, 32, 32, 3), np.uint8),
@@ -297,11 +300,29 @@ def test_bad_input_named_and_nothing_written(tmp_path, problem):
     assert not list(tmp_path.glob(".augmented*"))
 
 
+@pytest.mark.parametrize("kw, name", [({"size": 0}, "size=0"), ({"n_batches": 0}, "n_batches=0"),
+                                      ({"batch_size": 2.5}, "batch_size=2.5"), ({"bands": []}, "no bands"),
+                                      ({"bands": ["RGB"]}, "'RGB'")])
+def test_bad_parameters_refused_before_reading(tmp_path, kw, name):
+    """Parameters are checked first: the (missing) samples folder is never looked at."""
+    args = {"size": SIZE, "bands": ["g"], "n_batches": 1, "batch_size": 4} | kw
+    with pytest.raises(A.AugmentInputError, match=re.escape(name)):
+        A.augment_stage(tmp_path / "nowhere", tmp_path / "augmented", progress=False, **args)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("shape, dtype", [((2, 8, 8), np.uint8), ((2, 8, 8, 3), np.float32),
+                                          ((2, 8, 8, 1), np.uint8)])
+def test_augment_images_refuses_other_layouts(shape, dtype):
+    with pytest.raises(ValueError, match=re.escape(f"{shape} {np.dtype(dtype)}")):
+        T.augment_images(np.zeros(shape, dtype), np.random.default_rng(0), colour=True)
+
+
 def test_failure_midway_leaves_no_output(tmp_path, monkeypatch):
     samples = tmp_path / "samples"
     write_samples(samples, size=SIZE, bands=("g", "gri"), n_galaxies=30)
     calls = {"n": 0}
-    real = A.augment_images
+    real = T.augment_images
 
     def flaky(*args, **kw):
         calls["n"] += 1
@@ -309,7 +330,7 @@ def test_failure_midway_leaves_no_output(tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return real(*args, **kw)
 
-    monkeypatch.setattr(A, "augment_images", flaky)
+    monkeypatch.setattr(T, "augment_images", flaky)
     out = tmp_path / "augmented"
     with pytest.raises(RuntimeError, match="disk full"):
         A.augment_stage(samples, out, SIZE, bands=["g", "gri"], n_batches=2, batch_size=8, progress=False)

@@ -4,6 +4,7 @@ and the split rules (disjoint, same test galaxies in every band, bagging subsamp
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -13,10 +14,11 @@ from PIL import Image
 
 from inclinet_utils import catalog, dataset, images
 from inclinet_utils import io as iio
+from inclinet_utils import layout
 from inclinet_utils.dataset import DatasetError
 
 ALL_BANDS = ["g", "r", "i", "gri"]
-ALL_TAGS = ["g", "r", "i", "RGB"]
+ALL_TAGS = ["g", "r", "i", "RGB"]  # their on-disk names, which must not change
 
 
 def listing(folder: Path) -> dict[str, bytes]:
@@ -152,27 +154,27 @@ def galaxy_table(n=N_GAL):
     return pgc, codes
 
 
-def pixel_of(pgc, tag):
-    return (int(pgc) * 7 + ALL_TAGS.index(tag)) % 256
+def pixel_of(pgc, band):
+    return (int(pgc) * 7 + ALL_BANDS.index(band)) % 256
 
 
-def write_compressed(folder: Path, tags=ALL_TAGS, drop=None, size=SIZE):
-    """Per-tag npz in stage 02's layout; each image is filled with a value tied to its pgc."""
+def write_compressed(folder: Path, bands=ALL_BANDS, drop=None, size=SIZE):
+    """Per-band npz in stage 02's layout; each image is filled with a value tied to its pgc."""
     pgc, codes = galaxy_table()
     folder.mkdir(parents=True)
-    for tag in tags:
-        keep = ~np.isin(pgc, list((drop or {}).get(tag, ())))
+    for band in bands:
+        keep = ~np.isin(pgc, list((drop or {}).get(band, ())))
         ids = pgc[keep]
         imgs = np.empty((len(ids), size, size, 3), np.uint8)
         for k, p in enumerate(ids):
-            imgs[k] = pixel_of(p, tag)
-        iio.save_npz(folder / f"{size}x{size}_{tag}.npz", images=imgs,
+            imgs[k] = pixel_of(p, band)
+        iio.save_npz(layout.compressed_path(folder, size, band), images=imgs,
                      labels=np.stack([ids, codes[keep]]).astype(np.int64))
     return dict(zip(pgc.tolist(), codes.tolist()))
 
 
-def ids_of(samples, tag, kind, k):
-    return dataset.load_sample(samples, tag, SIZE, kind, k)["pgcIDs"].tolist()
+def ids_of(samples, band, kind, k):
+    return dataset.load_sample(samples, band, SIZE, kind, k)["pgcIDs"].tolist()
 
 
 def test_split_rules(tmp_path):
@@ -190,12 +192,12 @@ def test_split_rules(tmp_path):
     test_ids = set(ids_of(samples, "r", "test", 0))
     train_ids = set(ids_of(samples, "r", "train", 0))
     assert len(test_ids) == round(0.2 * len(usable))
-    for tag in ALL_TAGS:
-        assert set(ids_of(samples, tag, "test", 0)) == test_ids           # same test galaxies
-        assert set(ids_of(samples, tag, "train", 0)) == train_ids
+    for band in ALL_BANDS:
+        assert set(ids_of(samples, band, "test", 0)) == test_ids           # same test galaxies
+        assert set(ids_of(samples, band, "train", 0)) == train_ids
         for k in range(m_iter + 1):
             for kind in ("train", "test"):
-                d = dataset.load_sample(samples, tag, SIZE, kind, k)
+                d = dataset.load_sample(samples, band, SIZE, kind, k)
                 n = len(d["pgcIDs"])
                 assert d["images"].shape == (n, SIZE, SIZE, 3) and d["images"].dtype == np.uint8
                 assert d["labels"].shape == (n,) and d["labels"].dtype == np.int64
@@ -203,9 +205,9 @@ def test_split_rules(tmp_path):
                 assert len(set(d["pgcIDs"].tolist())) == n
                 assert d["labels"].tolist() == [code_of[p] for p in d["pgcIDs"].tolist()]
                 assert (d["labels"] >= 45).all()
-                assert all((img == pixel_of(p, tag)).all() for img, p in zip(d["images"], d["pgcIDs"]))
-            train_k = set(ids_of(samples, tag, "train", k))
-            assert not train_k & test_ids, f"{tag} train_{k:03d} holds test galaxies"
+                assert all((img == pixel_of(p, band)).all() for img, p in zip(d["images"], d["pgcIDs"]))
+            train_k = set(ids_of(samples, band, "train", k))
+            assert not train_k & test_ids, f"{band} train_{k:03d} holds test galaxies"
     assert not train_ids & test_ids
     assert train_ids | test_ids == usable
     for k in range(1, m_iter + 1):
@@ -231,7 +233,7 @@ def test_split_is_deterministic_from_seed(tmp_path):
     def run(name, seed):
         dataset.split_stage(tmp_path / "compressed", tmp_path / name, SIZE, ["g", "gri"],
                             test_fraction=0.25, m_iter=2, seed=seed)
-        return [ids_of(tmp_path / name, tag, kind, k) for tag in ("g", "RGB")
+        return [ids_of(tmp_path / name, band, kind, k) for band in ("g", "gri")
                 for kind in ("train", "test") for k in range(3)]
 
     a, b, c = run("a", 11), run("b", 11), run("c", 12)
@@ -250,15 +252,15 @@ def test_split_with_galaxies_missing_in_some_bands(tmp_path):
     samples = tmp_path / "samples"
     test_r = set(ids_of(samples, "r", "test", 0))
     assert not test_r & set(usable[:2].tolist())
-    for tag in ALL_TAGS:
-        test = set(ids_of(samples, tag, "test", 0))
+    for band in ALL_BANDS:
+        test = set(ids_of(samples, band, "test", 0))
         assert test <= test_r                                       # drawn once, applied by pgc
-        absent = {"r": set(usable[:2].tolist()), "g": set(usable[2:4].tolist())}.get(tag, set())
+        absent = {"r": set(usable[:2].tolist()), "g": set(usable[2:4].tolist())}.get(band, set())
         present = set(usable.tolist()) - absent
         assert test == test_r & present
-        assert set(ids_of(samples, tag, "train", 0)) == present - test
+        assert set(ids_of(samples, band, "train", 0)) == present - test
         for k in range(3):
-            assert not set(ids_of(samples, tag, "train", k)) & test_r
+            assert not set(ids_of(samples, band, "train", k)) & test_r
     assert all(code_of[p] >= 45 for p in test_r)
 
 
@@ -275,15 +277,11 @@ def test_split_refuses_existing_output(tmp_path):
 
 
 def test_split_bad_inputs_write_nothing(tmp_path):
-    write_compressed(tmp_path / "compressed", tags=["g"])
+    write_compressed(tmp_path / "compressed", bands=["g"])
     samples = tmp_path / "samples"
-    with pytest.raises(ValueError, match="1.5"):
-        dataset.split_stage(tmp_path / "compressed", samples, SIZE, ["g"], test_fraction=1.5)
-    with pytest.raises(ValueError, match="-1"):
-        dataset.split_stage(tmp_path / "compressed", samples, SIZE, ["g"], m_iter=-1)
     with pytest.raises(DatasetError, match=f"{SIZE}x{SIZE}_r.npz"):
         dataset.split_stage(tmp_path / "compressed", samples, SIZE, ["g", "r"])
-    write_compressed(tmp_path / "wrong", tags=["g"], size=4)
+    write_compressed(tmp_path / "wrong", bands=["g"], size=4)
     (tmp_path / "wrong" / "4x4_g.npz").rename(tmp_path / "wrong" / f"{SIZE}x{SIZE}_g.npz")
     with pytest.raises(DatasetError, match=r"\(4, 4, 3\)"):
         dataset.split_stage(tmp_path / "wrong", samples, SIZE, ["g"])
@@ -298,9 +296,9 @@ def test_pipeline_02_03_on_real_galaxies(real_sdss, tmp_path):
     dataset.split_stage(tmp_path / "compressed", tmp_path / "samples", 16, ["r", "gri"],
                         test_fraction=0.2, m_iter=1, seed=3)
     usable = {44182, 676, 2148, 6864, 354}
-    for tag in ("r", "RGB"):
-        test = set(dataset.load_sample(tmp_path / "samples", tag, 16, "test", 0)["pgcIDs"].tolist())
-        train = set(dataset.load_sample(tmp_path / "samples", tag, 16, "train", 0)["pgcIDs"].tolist())
+    for band in ("r", "gri"):
+        test = set(dataset.load_sample(tmp_path / "samples", band, 16, "test", 0)["pgcIDs"].tolist())
+        train = set(dataset.load_sample(tmp_path / "samples", band, 16, "train", 0)["pgcIDs"].tolist())
         assert len(test) == 1 and test | train == usable and not test & train
 
 
@@ -310,11 +308,94 @@ def test_check_split_passes_a_written_split_and_catches_a_leak(tmp_path):
                                  test_fraction=0.2, m_iter=2, seed=5)
     samples = tmp_path / "samples"
     per_band = dataset.check_split(samples, SIZE, record)
-    assert set(per_band) == set(record["tags"]) and all(n == len(record["test_pgc"]) for n in per_band.values())
+    assert set(per_band) == set(ALL_BANDS) and all(n == len(record["test_pgc"]) for n in per_band.values())
 
-    tag = record["tags"][0]
-    leaky = dataset.load_sample(samples, tag, SIZE, "train", 1)
+    leaky = dataset.load_sample(samples, "gri", SIZE, "train", 1)
     leaky["pgcIDs"][0] = record["test_pgc"][0]
-    iio.save_npz(dataset.sample_path(samples, tag, SIZE, "train", 1), overwrite=True, **leaky)
-    with pytest.raises(dataset.DatasetError, match=f"{tag}_{SIZE}x{SIZE}_train_001.npz"):
+    iio.save_npz(layout.sample_path(samples, "gri", SIZE, "train", 1), overwrite=True, **leaky)
+    with pytest.raises(dataset.DatasetError, match=f"RGB_{SIZE}x{SIZE}_train_001.npz"):
         dataset.check_split(samples, SIZE, record)
+
+
+@pytest.mark.parametrize("kw, name", [
+    ({"test_fraction": 1.5}, "test_fraction 1.5"), ({"test_fraction": 0}, "test_fraction 0"),
+    ({"test_fraction": 1}, "test_fraction 1"), ({"test_fraction": float("nan")}, "test_fraction nan"),
+    ({"test_fraction": "0.1"}, "test_fraction '0.1'"), ({"test_fraction": True}, "test_fraction True"),
+    ({"m_iter": 0}, "m_iter 0"), ({"m_iter": -1}, "m_iter -1"), ({"m_iter": 1.5}, "m_iter 1.5"),
+    ({"m_iter": True}, "m_iter True"), ({"bands": ["RGB"]}, "'RGB'"), ({"size": 0}, "size 0"),
+])
+def test_split_parameters_checked_before_reading(tmp_path, kw, name):
+    """A bad parameter is named at once, before the (missing) compressed folder is looked at."""
+    args = {"size": SIZE, "bands": ["g"], "test_fraction": 0.1, "m_iter": 1} | kw
+    with pytest.raises(ValueError, match=re.escape(name)):
+        dataset.split_stage(tmp_path / "nowhere", tmp_path / "samples", **args)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_split_params_accepts_the_valid_range():
+    for test_fraction, m_iter in [(0.1, 1), (0.999, 3), (np.float32(0.5), np.int64(2))]:
+        dataset.check_split_params(test_fraction, m_iter)
+
+
+@pytest.fixture
+def one_sample(tmp_path):
+    """A written split of band g; returns (samples folder, path of g train_000)."""
+    write_compressed(tmp_path / "compressed", bands=["g"])
+    dataset.split_stage(tmp_path / "compressed", tmp_path / "samples", SIZE, ["g"], test_fraction=0.2, m_iter=1)
+    return tmp_path / "samples", layout.sample_path(tmp_path / "samples", "g", SIZE, "train", 0)
+
+
+def test_load_sample_without_images_reads_the_same_arrays(one_sample):
+    samples, _ = one_sample
+    full = dataset.load_sample(samples, "g", SIZE, "train", 0)
+    light = dataset.load_sample(samples, "g", SIZE, "train", 0, images=False)
+    assert light["images"] is None and full["images"].shape == (len(full["labels"]), SIZE, SIZE, 3)
+    for key in ("labels", "pgcIDs"):
+        np.testing.assert_array_equal(light[key], full[key])
+        assert light[key].dtype == np.int64
+
+
+def _rewrite(path, **changes):
+    with np.load(path) as d:
+        arrays = {k: d[k] for k in d.files}
+    arrays.update(changes)
+    path.unlink()
+    np.savez_compressed(path, **{k: v for k, v in arrays.items() if v is not None})
+
+
+@pytest.mark.parametrize("images", [True, False], ids=["images", "header only"])
+@pytest.mark.parametrize("problem, match", [
+    ("missing_key", r"missing keys \['pgcIDs'\]"),
+    ("wrong_size", r"images \(\d+, 4, 4, 3\) uint8, expected \(N,8,8,3\)"),
+    ("float_images", r"float32, expected"),
+    ("short_labels", r"labels \(3,\)"),
+    ("float_labels", "must be integers"),
+    ("low_label", r"labels outside 45-90 deg \(e.g. 30\)"),
+    ("high_label", r"\(e.g. 91\)"),
+    ("not_npz", "not a readable npz"),
+    ("absent", "does not exist; run 03_split first"),
+])
+def test_load_sample_names_the_bad_file(one_sample, images, problem, match):
+    samples, path = one_sample
+    with np.load(path) as d:
+        n, labels = len(d["labels"]), d["labels"].copy()
+    if problem == "missing_key":
+        _rewrite(path, pgcIDs=None)
+    elif problem == "wrong_size":
+        _rewrite(path, images=np.zeros((n, 4, 4, 3), np.uint8))
+    elif problem == "float_images":
+        _rewrite(path, images=np.zeros((n, SIZE, SIZE, 3), np.float32))
+    elif problem == "short_labels":
+        _rewrite(path, labels=labels[:3])
+    elif problem == "float_labels":
+        _rewrite(path, labels=labels.astype(float))
+    elif problem in ("low_label", "high_label"):
+        labels[1] = 30 if problem == "low_label" else 91
+        _rewrite(path, labels=labels)
+    elif problem == "not_npz":
+        path.write_bytes(b"not a zip archive")
+    else:
+        path.unlink()
+    with pytest.raises(DatasetError, match=match) as err:
+        dataset.load_sample(samples, "g", SIZE, "train", 0, images=images)
+    assert str(path) in str(err.value)
