@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import warnings
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from tqdm import tqdm
 
 from . import BANDS, GRAY_BANDS
 from . import io as iio
+from . import layout
 
 SALT = 6  # this stage's stream of the run seed
 OUTLIER_DEG = 10.0  # |delta| above this is an outlier
@@ -41,7 +41,6 @@ METRIC_KEYS = ("rms_deg", "mae_deg", "bias_deg", "outlier_frac", "n")
 TRUE_KEYS = ("rms_true_deg", "mae_true_deg")
 BC = "+bc"
 AXIS_RATIO = "axis_ratio"
-_MODEL_FILE = re.compile(r"^Uset_(?P<uset>\d{3})_(?P<model>[A-Za-z0-9]+)\.keras$")
 
 
 class EvaluationError(ValueError):
@@ -316,23 +315,17 @@ class ModelFile:
 
     @property
     def row(self) -> str:
-        return f"{self.model}/Uset_{self.uset:03d}"
+        return layout.model_row(self.model, self.uset)
 
 
 def find_models(models_dir: str | os.PathLike) -> list[ModelFile]:
     """Every final model file of a run, sorted by model name then Uset."""
-    models_dir = Path(models_dir)
-    found = []
-    if models_dir.is_dir():
-        for path in models_dir.iterdir():
-            m = _MODEL_FILE.match(path.name)
-            if m and path.is_file():
-                found.append(ModelFile(m["model"], int(m["uset"]), path))
+    found = [ModelFile(model, uset, path) for model, uset, path in layout.find_model_files(models_dir)]
     if not found:
         raise FileNotFoundError(
             f"no trained models (Uset_<jjj>_<model>.keras) in {models_dir}; run 05_train first"
         )
-    return sorted(found, key=lambda f: (f.model, f.uset))
+    return found
 
 
 def load_model(path: str | os.PathLike):
@@ -388,7 +381,7 @@ class Evaluation:
 
 def check_outputs_free(run_dir: str | os.PathLike) -> None:
     """Refuse early (before any work) when the run already holds stage-06 products."""
-    paths = iio.run_paths(run_dir)
+    paths = layout.run_paths(run_dir)
     for key in ("evaluation", "metrics"):
         if paths[key].exists():
             raise FileExistsError(f"{paths[key]} already exists; refusing to overwrite it (use a new run folder)")
@@ -470,8 +463,8 @@ def row_definitions(sources: list[str]) -> dict[str, tuple[list[str], str]]:
     """Row name -> (sources it combines, aggregation) in metrics.json order (before +bc rows)."""
     cnn = [s for s in sources if s != AXIS_RATIO]
     rows: dict[str, tuple[list[str], str]] = {}
-    for model in sorted({s.split("/")[0] for s in cnn}):
-        mine = sorted(s for s in cnn if s.split("/")[0] == model)
+    for model in sorted({layout.parse_model_row(s)[0] for s in cnn}):
+        mine = sorted(s for s in cnn if layout.parse_model_row(s)[0] == model)
         for s in mine:
             rows[s] = ([s], "mean")
         rows[f"{model}/mean"] = (mine, "mean")
@@ -561,13 +554,10 @@ def evaluate_run(run_dir: str | os.PathLike, size: int = 128, bands=BANDS, image
     (`axis_ratio_image="original"`) or the prepared sample images ("prepared").
     Nothing is written; see `write_evaluation`.
     """
-    from .dataset import load_sample, sample_path
-    from .images import band_tag
+    from .dataset import load_sample
 
-    paths = iio.run_paths(run_dir)
-    bands = list(bands)
-    for band in bands:
-        band_tag(band)  # validates the name
+    paths = layout.run_paths(run_dir)
+    bands = layout.check_bands(bands)
     if axis_ratio_image not in ("original", "prepared"):
         raise ValueError(f"axis_ratio_image {axis_ratio_image!r}; expected 'original' or 'prepared'")
     model_files = find_models(paths["models"])
@@ -577,10 +567,10 @@ def evaluate_run(run_dir: str | os.PathLike, size: int = 128, bands=BANDS, image
         raise FileNotFoundError(f"input image folder {images_root} does not exist (needed by the axis-ratio "
                                 "baseline; use axis_ratio_image='prepared' to measure the prepared images)")
 
-    test = {b: load_sample(paths["samples"], band_tag(b), size, "test", 0) for b in bands}
+    test = {b: load_sample(paths["samples"], b, size, "test", 0) for b in bands}
     train_ids = {}
     for b in bands:
-        path = sample_path(paths["samples"], band_tag(b), size, "train", 0)
+        path = layout.sample_path(paths["samples"], b, size, "train", 0)
         if not path.is_file():
             raise FileNotFoundError(f"sample file {path} does not exist; run 03_split first")
         with np.load(path) as data:  # only the IDs: the images are read for the chosen galaxies below
@@ -592,7 +582,7 @@ def evaluate_run(run_dir: str | os.PathLike, size: int = 128, bands=BANDS, image
     fit_ids = _sample_subset(np.concatenate(list(train_ids.values())), bias_fit_max, seed)
     train = {}
     for b in bands:  # one band's training images in memory at a time
-        sample = load_sample(paths["samples"], band_tag(b), size, "train", 0)
+        sample = load_sample(paths["samples"], b, size, "train", 0)
         keep = np.isin(sample["pgcIDs"], fit_ids)
         train[b] = {k: v[keep] for k, v in sample.items()}
         del sample
@@ -649,17 +639,18 @@ def write_evaluation(evaluation: Evaluation, run_dir: str | os.PathLike, figures
     predictions_test.csv (every source's prediction of every test image),
     evaluation.json (settings and definitions); figures: <name>.png.
     """
-    paths = iio.run_paths(run_dir)
+    paths = layout.run_paths(run_dir)
     check_outputs_free(run_dir)
     metrics = _rounded(evaluation.metrics)
+    names = layout.EVALUATION_FILES
     with iio.staged_dir(paths["evaluation"]) as tmp:
-        metrics_table(metrics).to_csv(tmp / "metrics.csv")
-        evaluation.by_band.round(4).to_csv(tmp / "metrics_by_band.csv", index=False)
-        evaluation.fits.round(6).to_csv(tmp / "bias_fits.csv", index=False)
-        evaluation.predictions.round(3).to_csv(tmp / "predictions_test.csv", index=False)
-        iio.write_json(tmp / "evaluation.json", evaluation.info)
+        metrics_table(metrics).to_csv(tmp / names["metrics_csv"])
+        evaluation.by_band.round(4).to_csv(tmp / names["by_band"], index=False)
+        evaluation.fits.round(6).to_csv(tmp / names["bias_fits"], index=False)
+        evaluation.predictions.round(3).to_csv(tmp / names["predictions"], index=False)
+        iio.write_json(tmp / names["info"], evaluation.info)
         for name, fig in (figures or {}).items():
-            iio.save_figure(fig, tmp / f"{name}.png", dpi=110, bbox_inches="tight")
+            iio.save_figure(fig, tmp / layout.figure_name(name), dpi=110, bbox_inches="tight")
         # Last inside the staged block: a failure leaves neither product behind.
         iio.write_json(paths["metrics"], metrics)
     return paths["metrics"]
@@ -716,7 +707,7 @@ def summarize_metrics(metrics: dict, per_uset: bool = False) -> str:
         return f"{'nan':>{width}}" if v is None or not np.isfinite(v) else f"{v:>{width}{spec}}"
 
     for row, m in metrics.items():
-        if "/Uset_" in row and not per_uset:
+        if layout.parse_model_row(row) and not per_uset:
             skipped += 1
             continue
         line = (f"{row:<22}{fmt(m.get('rms_deg'), 7, '.2f')}{fmt(m.get('mae_deg'), 7, '.2f')}"

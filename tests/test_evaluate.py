@@ -12,9 +12,9 @@ from PIL import Image
 
 from inclinet_utils import evaluate as ev
 from inclinet_utils import io as iio
+from inclinet_utils import layout
 from inclinet_utils.catalog import write_catalog
-from inclinet_utils.dataset import sample_path
-from inclinet_utils.images import band_tag, load_prepared
+from inclinet_utils.images import load_prepared
 
 SIZE = 32
 
@@ -181,8 +181,8 @@ def _tiny_model(seed: int, size: int = SIZE):
     ])
 
 
-def _write_sample(samples, tag, kind, images, labels, pgc, overwrite=False):
-    iio.save_npz(sample_path(samples, tag, SIZE, kind, 0), overwrite=overwrite,
+def _write_sample(samples, band, kind, images, labels, pgc, overwrite=False):
+    iio.save_npz(layout.sample_path(samples, band, SIZE, kind, 0), overwrite=overwrite,
                  images=images, labels=labels.astype(np.int64), pgcIDs=pgc.astype(np.int64))
 
 
@@ -190,7 +190,7 @@ def _write_sample(samples, tag, kind, images, labels, pgc, overwrite=False):
 def tiny_run(tmp_path_factory):
     """Input images + catalog (with inc_true), train/test samples and three tiny models."""
     run = tmp_path_factory.mktemp("eval") / "run"
-    paths = iio.run_paths(run)
+    paths = layout.run_paths(run)
     rng = np.random.default_rng(0)
     n = 24
     pgc = np.arange(101, 101 + n)
@@ -200,22 +200,22 @@ def tiny_run(tmp_path_factory):
     for p, inc in zip(pgc, inc_true):
         flux = _oblate(inc, n=64, rs=4.0, angle=0.0)
         gray = np.clip(240 - 200 * flux + rng.normal(0, 3, flux.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(gray, "L").save(paths["input_images"] / f"pgc{p}_d25x2_rot_g.png")
+        Image.fromarray(gray, "L").save(paths["input_images"] / layout.simulated_image_name(p, "g"))
         colour = np.clip(np.stack([220 * flux, 180 * flux, 140 * flux], -1) + 8, 0, 255).astype(np.uint8)
-        Image.fromarray(colour, "RGB").save(paths["input_images"] / f"pgc{p}_d25x2_rot_gri.jpg", quality=95)
+        Image.fromarray(colour, "RGB").save(paths["input_images"] / layout.simulated_image_name(p, "gri"),
+                                            quality=95)
     write_catalog(pd.DataFrame({"pgc": pgc, "inc": label, "inc_flg": 0, "fon": "", "inc_note": "",
                                 "inc_true": inc_true.round(3)}), paths["input_catalog"])
     is_test = np.zeros(n, bool)
     is_test[::4] = True
     for band in ("g", "gri"):
-        images = np.stack([load_prepared(paths["input_images"] / (f"pgc{p}_d25x2_rot_{band}."
-                                                                  + ("png" if band == "g" else "jpg")), band, SIZE)
+        images = np.stack([load_prepared(paths["input_images"] / layout.simulated_image_name(p, band), band, SIZE)
                            for p in pgc])
         for kind, mask in (("train", ~is_test), ("test", is_test)):
-            _write_sample(paths["samples"], band_tag(band), kind, images[mask], label[mask], pgc[mask])
+            _write_sample(paths["samples"], band, kind, images[mask], label[mask], pgc[mask])
     paths["models"].mkdir()
-    for k, name in enumerate(["Uset_000_model4", "Uset_001_model4", "Uset_000_model6"]):
-        _tiny_model(k).save(paths["models"] / f"{name}.keras")
+    for k, (model, uset) in enumerate([("model4", 0), ("model4", 1), ("model6", 0)]):
+        _tiny_model(k).save(paths["models"] / layout.model_file_name(model, uset))
     return run, {"pgc": pgc, "is_test": is_test, "label": label, "inc_true": inc_true}
 
 
@@ -255,11 +255,11 @@ def test_evaluate_run_writes_metrics_json_and_tables(tiny_run):
         ev.write_evaluation(result, run, {})
 
     # Poison the test labels: the bias fits stay exactly the same.
-    paths = iio.run_paths(run)
+    paths = layout.run_paths(run)
     for band in ("g", "gri"):
-        with np.load(sample_path(paths["samples"], band_tag(band), SIZE, "test", 0)) as d:
+        with np.load(layout.sample_path(paths["samples"], band, SIZE, "test", 0)) as d:
             data = {k: d[k] for k in d.files}
-        _write_sample(paths["samples"], band_tag(band), "test", data["images"], np.full_like(data["labels"], 45),
+        _write_sample(paths["samples"], band, "test", data["images"], np.full_like(data["labels"], 45),
                       data["pgcIDs"], overwrite=True)
     poisoned = ev.evaluate_run(run, size=SIZE, bands=["g", "gri"], bias_fit_max=12, seed=5, progress=False)
     pd.testing.assert_frame_equal(poisoned.fits, result.fits)
@@ -270,7 +270,7 @@ def test_evaluate_run_refuses_a_model_of_another_size(tiny_run, tmp_path):
     run, _ = tiny_run
     other = tmp_path / "run"
     (other / "models").mkdir(parents=True)
-    _tiny_model(0, size=48).save(other / "models" / "Uset_000_model4.keras")
+    _tiny_model(0, size=48).save(other / "models" / layout.model_file_name("model4", 0))
     for sub in ("samples", "input"):
         (other / sub).symlink_to(run / sub)
     with pytest.raises(ev.EvaluationError, match="48x48"):
