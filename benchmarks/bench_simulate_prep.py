@@ -40,11 +40,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="stage-01 output size in pixels")
     args = parser.parse_args()
 
-    from inclinet_utils import catalog, simulate
+    from inclinet_utils import catalog, layout, simulate
 
     print(f"before: {_load()}")
     with tempfile.TemporaryDirectory(prefix="bench_simulate_") as tmp:
-        out = Path(tmp) / "input"
+        paths = layout.run_paths(tmp)
+        out = paths["input"]
         cpu0, t0 = _cpu_seconds(), time.perf_counter()
         simulate.simulate_sample(out, args.n, seed=args.seed, n_workers=args.workers, progress=False)
         wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
@@ -57,10 +58,10 @@ def main() -> None:
         except ImportError as exc:       # stage 01 not available in this checkout
             print(f"01_prep: skipped ({exc})")
             return
-        cat = catalog.read_catalog(out / "catalogs" / "catalog.csv")
+        cat = catalog.read_catalog(paths["input_catalog"])
         bands = ["g", "r", "i", "gri"]
         cpu0, t0 = _cpu_seconds(), time.perf_counter()
-        prep_stage(cat, out / "galaxies", Path(tmp) / "prep", size=args.size, bands=bands,
+        prep_stage(cat, paths["input_images"], paths["prep"], size=args.size, bands=bands,
                    n_workers=args.workers, progress=False)
         wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
         print(f"01_prep: {args.n} galaxies x {len(bands)} bands at {args.size}x{args.size} in {wall:.1f} s "

@@ -34,19 +34,21 @@ def write_run(run_dir: Path, size: int, n_files: int, n_images: int, n_val: int,
     """An augmented/ folder of random-pixel files in stage 04's layout."""
     import numpy as np
 
+    from inclinet_utils import layout
+
     rng = np.random.default_rng(seed)
 
     def arrays(n):
         return {"images": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
                 "labels": rng.integers(45, 91, n).astype(np.int64),
-                "pgcIDs": np.arange(n, dtype=np.int64), "filter": np.full(n, "c", "<U1"),
+                "pgcIDs": np.arange(n, dtype=np.int64), "filter": np.full(n, layout.filter_code("gri"), "<U1"),
                 "inverted": np.zeros(n, bool)}
 
-    d = run_dir / "augmented" / "Uset_000_npz"
-    d.mkdir(parents=True, exist_ok=True)
+    aug = layout.run_paths(run_dir)["augmented"]
+    layout.uset_dir(aug, 0).mkdir(parents=True, exist_ok=True)
     for b in range(1, n_files + 1):
-        np.savez_compressed(d / f"{size}x{size}_train_aug_{b:02d}.npz", **arrays(n_images))
-    np.savez_compressed(run_dir / "augmented" / f"{size}x{size}_validation_aug.npz", **arrays(n_val))
+        np.savez_compressed(layout.batch_path(aug, 0, size, b), **arrays(n_images))
+    np.savez_compressed(layout.validation_path(aug, size), **arrays(n_val))
 
 
 # ---- measurements, each run in a fresh child process ------------------------------
@@ -116,6 +118,7 @@ def main() -> None:
     ap.add_argument("--memory-images", type=int, default=900, help="images per file in the memory test")
     ap.add_argument("--skip-memory", action="store_true")
     args = ap.parse_args()
+    from inclinet_utils import layout  # after the arguments: --help stays instant
 
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     print(f"files of {args.n_images} images, validation {args.n_val}, batch {args.batch}, "
@@ -129,7 +132,7 @@ def main() -> None:
             for model in args.models:
                 stages, fits = [], []
                 for r in range(args.repeats):  # alternate, keep the best of each (shared machine)
-                    shutil.rmtree(run / "models", ignore_errors=True)
+                    shutil.rmtree(layout.run_paths(run)["models"], ignore_errors=True)
                     stages.append(_run_child("child_stage", str(run), model, size, args.batch))
                     fits.append(_run_child("child_fit", model, size, args.batch, args.n_images, args.steps))
                 stage = max(stages, key=lambda d: d["images_per_s"])

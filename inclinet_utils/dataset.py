@@ -84,7 +84,7 @@ def compress_folder(folder: str | os.PathLike, size: int, progress: bool = True,
 
 def compress_stage(prep_root: str | os.PathLike, out_root: str | os.PathLike, size: int,
                    bands, progress: bool = True) -> dict[str, int]:
-    """Stage 02: one ``<size>x<size>_<tag>.npz`` per prepared folder; returns counts per tag."""
+    """Stage 02: one ``<size>x<size>_<tag>.npz`` per prepared folder; returns galaxies per band."""
     folders = {b: layout.prepared_dir(prep_root, size, b) for b in layout.check_bands(bands)}
     for folder in folders.values():
         if not folder.is_dir():
@@ -97,7 +97,7 @@ def compress_stage(prep_root: str | os.PathLike, out_root: str | os.PathLike, si
             if len(data["labels"][0]) == 0:
                 raise DatasetError(f"prepared folder {folders[band]} holds no images")
             iio.save_npz(layout.compressed_path(tmp, size, band), **data)
-            counts[layout.band_tag(band)] = len(data["labels"][0])
+            counts[band] = len(data["labels"][0])
     return counts
 
 

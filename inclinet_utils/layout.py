@@ -37,6 +37,10 @@ _FILTERS = {"g": "g", "r": "r", "i": "i", "gri": "c"}     # augmented `filter` a
 FILTER_CODES = tuple(_FILTERS[b] for b in BANDS)          # ('g', 'r', 'i', 'c')
 SAMPLE_KINDS = ("train", "test")
 
+# Inside a sample folder in the real input format (a run's input/, or the user's own).
+INPUT_IMAGES_DIR = "galaxies"
+INPUT_CATALOG = Path("catalogs") / "catalog.csv"
+
 # Record files beside the products.
 MISSING_IMAGES = "missing_images.csv"    # prep/
 SKIPPED_BAD_FILES = "skipped_bad_files.csv"  # prep/
@@ -115,8 +119,8 @@ def run_paths(run_dir: str | os.PathLike) -> dict[str, Path]:
         "notebooks": run_dir / "notebooks",
         "logs": run_dir / "logs",
         "input": run_dir / "input",                 # 00_simulate's sample (real format)
-        "input_images": run_dir / "input" / "galaxies",
-        "input_catalog": run_dir / "input" / "catalogs" / "catalog.csv",
+        "input_images": run_dir / "input" / INPUT_IMAGES_DIR,
+        "input_catalog": run_dir / "input" / INPUT_CATALOG,
         "prep": run_dir / "prep",
         "compressed": run_dir / "compressed",
         "samples": run_dir / "samples",

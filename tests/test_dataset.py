@@ -41,7 +41,7 @@ def test_compress_npz_keys_shapes_dtypes(prepared, tmp_path):
     out = tmp_path / "compressed"
     counts = dataset.compress_stage(prep, out, 16, ALL_BANDS, progress=False)
     n = len(syn.labels)
-    assert counts == {tag: n for tag in ALL_TAGS}
+    assert counts == {band: n for band in ALL_BANDS}
     assert sorted(p.name for p in out.iterdir()) == sorted(f"16x16_{t}.npz" for t in ALL_TAGS)
     pgcs = sorted(syn.labels)
     codes = [1 if syn.labels[p] == "F" else int(syn.labels[p]) for p in pgcs]
