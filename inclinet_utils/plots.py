@@ -288,7 +288,7 @@ def plot_augmented_examples(images, labels, pgc_ids, filters, inverted=None, n=2
 # ---- section: train (stage 05) ----
 # Built on matplotlib.figure.Figure, not pyplot: the training loop redraws a figure
 # every step, and pyplot would keep each one alive until closed.
-_DEG_PER_TARGET = 22.5  # = models.DEG_PER_TARGET (inclination degrees per tanh unit)
+from .models import DEG_PER_TARGET as _DEG_PER_TARGET  # noqa: E402 (degrees per network target unit)
 
 
 def _curves_on(ax_mse, ax_mae, history: dict, label: str = "", color=None) -> None:
