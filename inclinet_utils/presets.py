@@ -1,8 +1,9 @@
 """Named parameter sets for the runner (`--preset`) and `python -m inclinet_utils.train`.
 
-Values are notebook parameter names; explicit command-line options override them.
-"laptop" equals the notebooks' own defaults (fast, 2-core CPU); "production" is the
-original project's scale, for GPU machines.
+Keys are parameter names, run-wide (`inclinet_utils.config.RunConfig`) or a notebook's.
+Precedence: notebook default < preset < ``--config FILE.yaml`` < command line.
+"laptop" equals the defaults (fast, 2-core CPU; a test keeps them equal); "production"
+is the original project's scale, for GPU machines.
 """
 
 # Stages 03/04 own m_iter, batch_size and n_batches; stage 05 the rest.
