@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from inclinet_utils import predict
+from inclinet_utils import layout, predict
 from inclinet_utils.images import ImageReadError, load_prepared
 from inclinet_utils.models import target_to_inclination
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
-MODELS = ["Uset_000_model4", "Uset_001_model4", "Uset_000_model6"]
+MODELS = [("model4", 0), ("model4", 1), ("model6", 0)]
 
 
 def _tiny_trained_model(name: str, seed: int):
@@ -39,8 +39,8 @@ def _tiny_trained_model(name: str, seed: int):
 def tiny_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("predict") / "run"
     (run / "models").mkdir(parents=True)
-    for k, name in enumerate(MODELS):
-        _tiny_trained_model(name.split("_")[-1], k).save(run / "models" / f"{name}.keras")
+    for k, (model, uset) in enumerate(MODELS):
+        _tiny_trained_model(model, k).save(run / "models" / layout.model_file_name(model, uset))
     return run
 
 
@@ -69,9 +69,9 @@ def test_cli_predicts_real_sdss_images(tiny_run, real_sdss):  # skipped without 
     # (stored orientation, JPEG round trip, gray repeated into 3 channels), ensemble = median, spread = std.
     import keras
 
-    per_model = np.column_stack([table[f"{m.split('_', 2)[2]}/Uset_{m.split('_')[1]}"] for m in MODELS])
-    for k, name in enumerate(MODELS):
-        model = keras.saving.load_model(tiny_run / "models" / f"{name}.keras")
+    per_model = np.column_stack([table[layout.model_row(*m)] for m in MODELS])
+    for k, m in enumerate(MODELS):
+        model = keras.saving.load_model(tiny_run / "models" / layout.model_file_name(*m))
         batch = np.stack([load_prepared(f, b, SIZE) for f, b in zip(files, ["r", "g", "gri"])]).astype(np.float32)
         expected = target_to_inclination(np.asarray(model(batch)).ravel())
         np.testing.assert_allclose(per_model[:, k], expected, atol=1e-3)

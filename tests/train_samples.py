@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from inclinet_utils import layout
+
 Q0 = 0.2  # intrinsic disk thickness
 
 
@@ -35,18 +37,17 @@ def _arrays(rng, n, size):
     inc = rng.integers(45, 91, n).astype(np.int64)
     return {"images": ellipse_images(rng, inc, size), "labels": inc,
             "pgcIDs": rng.integers(1, 10**6, n).astype(np.int64),
-            "filter": np.full(n, "c", dtype="<U1"), "inverted": np.zeros(n, bool)}
+            "filter": np.full(n, layout.filter_code("gri"), dtype="<U1"), "inverted": np.zeros(n, bool)}
 
 
 def write_augmented(run_dir, size: int = 32, usets=(0,), n_batches: int = 3, n_per_batch: int = 64,
                     n_val: int = 64, seed: int = 0) -> Path:
     """Write a tiny augmented/ folder into run_dir; returns it."""
     rng = np.random.default_rng(seed)
-    aug = Path(run_dir) / "augmented"
+    aug = layout.run_paths(run_dir)["augmented"]
     for u in usets:
-        d = aug / f"Uset_{u:03d}_npz"
-        d.mkdir(parents=True, exist_ok=True)
+        layout.uset_dir(aug, u).mkdir(parents=True, exist_ok=True)
         for b in range(1, n_batches + 1):
-            np.savez_compressed(d / f"{size}x{size}_train_aug_{b:02d}.npz", **_arrays(rng, n_per_batch, size))
-    np.savez_compressed(aug / f"{size}x{size}_validation_aug.npz", **_arrays(rng, n_val, size))
+            np.savez_compressed(layout.batch_path(aug, u, size, b), **_arrays(rng, n_per_batch, size))
+    np.savez_compressed(layout.validation_path(aug, size), **_arrays(rng, n_val, size))
     return aug
