@@ -47,6 +47,7 @@ SKIPPED_BAD_FILES = "skipped_bad_files.csv"  # prep/
 PADDED_IMAGES = "padded_images.csv"      # prep/: inputs a few pixels off square, padded
 SPLIT_RECORD = "split.json"              # samples/
 AUGMENT_RECORD = "augment.json"          # augmented/
+TRAINED_BANDS = "trained_bands.json"     # run folder: bands each model trained on (06, inference)
 EVALUATION_FILES = {                      # evaluation/
     "metrics_csv": "metrics.csv",
     "by_band": "metrics_by_band.csv",
@@ -443,13 +444,6 @@ def parse_model_row(row: str) -> tuple[str, int] | None:
     """(model, uset) of a 'model4/Uset_000' row (also with '+bc'); None for ensembles."""
     m = re.match(r"^(?P<model>[A-Za-z0-9]+)/Uset_(?P<uset>\d{3})(?:\+bc)?$", row)
     return (m["model"], int(m["uset"])) if m else None
-
-
-def evaluation_path(run_dir: str | os.PathLike, key: str) -> Path:
-    """A table of evaluation/ by its key in EVALUATION_FILES."""
-    if key not in EVALUATION_FILES:
-        raise ValueError(f"unknown evaluation file {key!r}; expected one of {sorted(EVALUATION_FILES)}")
-    return run_paths(run_dir)["evaluation"] / EVALUATION_FILES[key]
 
 
 def figure_name(name: str) -> str:

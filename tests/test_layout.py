@@ -143,7 +143,8 @@ def test_run_paths_and_run_names(tmp_path):
     assert all(p == tmp_path or tmp_path in p.parents for p in paths.values())
     assert len(set(paths.values())) == len(paths)
     assert L.notebook_path(tmp_path, "01_prep", ".html") == tmp_path / "notebooks" / "01_prep.html"
-    assert L.evaluation_path(tmp_path, "by_band") == tmp_path / "evaluation" / "metrics_by_band.csv"
+    assert len(set(L.EVALUATION_FILES.values())) == len(L.EVALUATION_FILES)
+    assert L.figure_name("outlier_gallery") == "outlier_gallery.png"
     assert L.default_run_name(128, ["g", "gri"], dt.datetime(2026, 1, 2, 3, 4, 5)) == "20260102-030405_128_g-gri"
     assert L.check_run_name("20260102-030405_128_g-gri") == "20260102-030405_128_g-gri"
     for bad in ("..", ".", "../x", "a/b", "a\\b", "", "/tmp/x", " x"):
