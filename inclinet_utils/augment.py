@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from . import GRAY_BANDS, io as iio, layout, transforms
@@ -407,7 +408,38 @@ def augment_stage(samples_dir, out_dir, size: int, bands=("g", "r", "i", "gri"),
     return record
 
 
-def load_batch(path) -> dict[str, np.ndarray]:
-    """All arrays of one augmented npz file."""
+def load_batch(path, keys=None) -> dict[str, np.ndarray]:
+    """The arrays of one augmented npz file; only `keys` when given (the small ones load without the images)."""
     with np.load(path) as d:
-        return {k: d[k] for k in d.files}
+        return {k: d[k] for k in (d.files if keys is None else keys)}
+
+
+# ---- the record as tables (the 04 notebook) ------------------------------------
+
+def _count_row(counts: dict) -> dict[str, int]:
+    return {"images": counts["n"], "colour": counts["colour"], "grayscale": counts["grayscale"],
+            **{f"filter {k}": v for k, v in counts["by_filter"].items()}, "inverted": counts["inverted"]}
+
+
+def summary_tables(record: dict) -> dict[str, pd.DataFrame | pd.Series]:
+    """augment.json as tables: empty bins and source galaxies per bin of every training set,
+    the counts of every batch file, and those of the validation set."""
+    empty = pd.DataFrame({u: {kind: ", ".join(bins) or "none" for kind, bins in e.items()}
+                          for u, e in record["empty_bins"].items()}).T
+    source = pd.DataFrame({(u, b): c for u, per_band in record["source_counts"].items()
+                           for b, c in per_band.items()}, index=BIN_NAMES).T
+    source.index.names = ["training set", "band"]
+    batches = pd.DataFrame({(u, nn): _count_row(c) for u, per_file in record["batch_counts"].items()
+                            for nn, c in per_file.items()}).T
+    batches.index.names = ["training set", "batch"]
+    return {"empty_bins": empty, "source_counts": source, "batch_counts": batches,
+            "validation": pd.Series(_count_row(record["validation"]), name="validation")}
+
+
+def uset_bin_counts(record: dict, uset: str) -> dict[str, np.ndarray]:
+    """Images per bin summed over the batch files of one training set, colour and grayscale
+    (an image type the run does not have is left out)."""
+    per_file = record["batch_counts"][uset].values()
+    counts = {"colour": np.sum([c["per_bin_colour"] for c in per_file], axis=0),
+              "grayscale": np.sum([c["per_bin_grayscale"] for c in per_file], axis=0)}
+    return {k: v for k, v in counts.items() if v.sum()}

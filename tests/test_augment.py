@@ -15,7 +15,7 @@ from augment_samples import axis_ratio_moments, render_ellipse, write_samples
 from inclinet_utils import augment as A
 from inclinet_utils import layout
 from inclinet_utils import transforms as T
-from inclinet_utils.dataset import DatasetError
+from inclinet_utils.dataset import DatasetError, load_sample
 
 SIZE = 32
 BATCH = 24
@@ -160,6 +160,7 @@ def test_only_colour_or_only_grayscale(tmp_path, bands, filters):
         assert len(set(bins[bins > 0].tolist())) == 1 and bins.max() == BATCH
         gray = d["filter"] != "c"
         assert d["inverted"].sum() == gray.sum() // 2
+    assert set(A.uset_bin_counts(summary, "Uset_000")) == ({"colour"} if filters == {"c"} else {"grayscale"})
 
 
 def test_empty_bins_reported_not_hidden(tmp_path):
@@ -179,6 +180,35 @@ def test_galaxy_missing_from_one_band(tmp_path):
         assert not np.isin(d["pgcIDs"][d["filter"] == "g"], np.arange(1000, 1030)).any()
         bins = np.bincount(A.inclination_bin(d["labels"]), minlength=A.N_BINS)
         assert set(bins[bins > 0].tolist()) == {BATCH}
+
+
+def test_summary_tables_match_the_written_files(full_run):
+    samples, out, summary, _ = full_run
+    tables = A.summary_tables(summary)
+    batches = _batches(out)
+    assert len(tables["batch_counts"]) == len(batches)
+    for path, d in batches.items():
+        row = tables["batch_counts"].loc[(path.parent.name[:-4], f"{layout.batch_number(path):02d}")]
+        assert row["images"] == len(d["labels"]) and row["inverted"] == d["inverted"].sum()
+        assert row["colour"] == (d["filter"] == "c").sum() and row["grayscale"] == (d["filter"] != "c").sum()
+        assert all(row[f"filter {c}"] == (d["filter"] == c).sum() for c in "cgri")
+        small = A.load_batch(path, keys=("filter", "inverted"))
+        assert set(small) == {"filter", "inverted"} and np.array_equal(small["inverted"], d["inverted"])
+    for band in ("g", "gri"):
+        labels = load_sample(samples, band, SIZE, "train", 1, images=False)["labels"]
+        assert tables["source_counts"].loc[("Uset_001", band)].tolist() == \
+            np.bincount(A.inclination_bin(labels), minlength=A.N_BINS).tolist()
+    dropped = summary["empty_bins"]["Uset_000"]["dropped"]
+    assert tables["empty_bins"].loc["Uset_000", "dropped"] == (", ".join(dropped) or "none")
+    val = A.load_batch(out / summary["validation"]["file"])
+    assert tables["validation"]["images"] == len(val["labels"])
+
+    files = [d for p, d in batches.items() if p.parent.name == "Uset_000_npz"]
+    gray = np.concatenate([d["filter"] != "c" for d in files])
+    bins = np.concatenate([A.inclination_bin(d["labels"]) for d in files])
+    after = A.uset_bin_counts(summary, "Uset_000")
+    assert after["colour"].tolist() == np.bincount(bins[~gray], minlength=A.N_BINS).tolist()
+    assert after["grayscale"].tolist() == np.bincount(bins[gray], minlength=A.N_BINS).tolist()
 
 
 # ---- determinism ------------------------------------------------------------
