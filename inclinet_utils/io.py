@@ -109,13 +109,6 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(fh)
 
 
-def save_image(path: str | os.PathLike, image, format: str, overwrite: bool = False, **save_kw) -> Path:
-    """Save a PIL image atomically; `format` is PIL's name ('PNG', 'JPEG')."""
-    buf = io.BytesIO()
-    image.save(buf, format=format, **save_kw)
-    return write_bytes(path, buf.getvalue(), overwrite=overwrite)
-
-
 def save_figure(fig, path: str | os.PathLike, overwrite: bool = True, **savefig_kw) -> Path:
     """Save a matplotlib figure atomically (figures are redrawn, so overwrite by default)."""
     path = Path(path)
@@ -135,9 +128,6 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, (Path, _dt.datetime)):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
-
-
-run_paths = layout.run_paths  # moved to layout; this name stays until every caller uses layout
 
 
 # --- provenance --------------------------------------------------------------

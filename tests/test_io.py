@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from inclinet_utils import io as iio
+from inclinet_utils import layout
 
 
 class Boom(RuntimeError):
@@ -90,3 +93,24 @@ def test_write_json_round_trip_with_numpy_values(tmp_path):
     path = iio.write_json(tmp_path / "r.json", {"ids": np.array([3, 4]), "n": np.int64(2), "x": np.float32(0.5)})
     assert iio.read_json(path) == {"ids": [3, 4], "n": 2, "x": 0.5}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_save_figure_writes_the_format_of_the_suffix(tmp_path):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 2))
+    fig.subplots().plot([0, 1], [1, 0])
+    for name, magic in [("a.png", b"\x89PNG"), ("b.jpg", b"\xff\xd8\xff"), ("c.pdf", b"%PDF")]:
+        assert iio.save_figure(fig, tmp_path / name) == tmp_path / name
+        assert (tmp_path / name).read_bytes().startswith(magic), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.jpg", "c.pdf"]
+    iio.save_figure(fig, tmp_path / "a.png")                     # figures are redrawn: overwritten by default
+    with pytest.raises(FileExistsError, match="a.png"):
+        iio.save_figure(fig, tmp_path / "a.png", overwrite=False)
+
+
+def test_resolve_input_defaults_to_the_run_sample(tmp_path):
+    paths = layout.run_paths(tmp_path)
+    assert iio.resolve_input(tmp_path) == (paths["input_images"], paths["input_catalog"])
+    assert iio.resolve_input(tmp_path, "mine/galaxies", "mine/cat.csv") == (Path("mine/galaxies"),
+                                                                            Path("mine/cat.csv"))
