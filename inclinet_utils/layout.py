@@ -95,7 +95,8 @@ def band_from_tag(tag: str) -> str:
         for band, t in table.items():
             if t == tag:
                 return band
-    raise ValueError(f"unknown band tag {tag!r}; expected one of {sorted(set(_TAGS.values()) | set(_FILTERS.values()))}")
+    known = sorted(set(_TAGS.values()) | set(_FILTERS.values()))
+    raise ValueError(f"unknown band tag {tag!r}; expected one of {known}")
 
 
 def filter_code(band: str) -> str:
@@ -128,6 +129,7 @@ def run_paths(run_dir: str | os.PathLike) -> dict[str, Path]:
         "augmented": run_dir / "augmented",
         "models": run_dir / "models",
         "evaluation": run_dir / "evaluation",
+        "realism": run_dir / "realism",            # 00: realism report (realism.save_report)
         "metrics": run_dir / "metrics.json",
         "run_json": run_dir / "run.json",
     }
