@@ -43,6 +43,7 @@ from tqdm import tqdm
 from . import catalog as icat
 from . import images as iim
 from . import io as iio
+from . import layout
 
 REFERENCE_SIZE = 512        # every image is resized to this before measuring
 ISOPHOTE_DEPTH = 32.0       # gray levels below the sky: the fixed isophote of the gray r band
@@ -56,7 +57,6 @@ EDGE_ON_DEG = 80.0          # edge-on thickness for labels >= this
 Q0 = 0.2                    # intrinsic axis ratio of the expected b/a for a label
 REAL_FOLDERS = ("real_sdss", "real_sdss_varied")
 RANGE = (5.0, 95.0)         # percentiles of the synthetic range a real galaxy should lie in
-REPORT_FOLDER = "realism"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,16 +347,15 @@ def folder_statistics(images_dir: str | os.PathLike, catalog: pd.DataFrame, sour
 def real_statistics(shared_dir: str | os.PathLike | None = None, folders=REAL_FOLDERS) -> pd.DataFrame:
     """Statistics of the real galaxies of every folder of `folders` present in `shared_dir`.
 
-    Each folder holds ``galaxies/`` and ``catalogs/catalog.csv``; absent folders are
+    Each folder is in the input format (``galaxies/``, ``catalogs/catalog.csv``); absent ones are
     left out (the table may be empty).
     """
     shared_dir = Path(shared_dir) if shared_dir else default_shared_dir()
     tables = []
     for name in folders:
-        folder = shared_dir / name
-        cat_path = folder / "catalogs" / "catalog.csv"
-        if (folder / "galaxies").is_dir() and cat_path.is_file():
-            tables.append(folder_statistics(folder / "galaxies", icat.read_catalog(cat_path), name))
+        images_dir, cat_path = shared_dir / name / layout.INPUT_IMAGES_DIR, shared_dir / name / layout.INPUT_CATALOG
+        if images_dir.is_dir() and cat_path.is_file():
+            tables.append(folder_statistics(images_dir, icat.read_catalog(cat_path), name))
     if not tables:
         return pd.DataFrame(columns=["source", "pgc", "label", "note", "q_iso", *STATISTIC_NAMES])
     return pd.concat(tables, ignore_index=True)
@@ -365,7 +364,7 @@ def real_statistics(shared_dir: str | os.PathLike | None = None, folders=REAL_FO
 def synthetic_statistics(run_dir: str | os.PathLike, max_galaxies: int = 400, seed: int = 0,
                          progress: bool = True) -> pd.DataFrame:
     """Statistics of (a random subset of at most `max_galaxies` of) a run's simulated sample."""
-    paths = iio.run_paths(run_dir)
+    paths = layout.run_paths(run_dir)
     return sample_statistics(paths["input_images"], paths["input_catalog"], max_galaxies, seed, progress)
 
 
@@ -428,7 +427,7 @@ def save_report(run_dir: str | os.PathLike, real: pd.DataFrame, synthetic: pd.Da
 
     The folder appears only when complete and is never overwritten.
     """
-    folder = iio.run_paths(run_dir)["run"] / REPORT_FOLDER
+    folder = layout.run_paths(run_dir)["realism"]
     summary = {"reference_size": REFERENCE_SIZE, "isophote_depth_gray_levels": ISOPHOTE_DEPTH,
                "range_percentiles": list(RANGE), "n_real": int(len(real)), "n_synthetic": int(len(synthetic)),
                "statistics": {s.name: s.description for s in STATISTICS},
