@@ -9,22 +9,18 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
+from matplotlib.figure import Figure
+from PIL import Image
 
+from . import images as iim
 from . import layout
+from .models import DEG_PER_TARGET as _DEG_PER_TARGET  # degrees per network target unit
 
 # ---- section: simulate / prep / split (stages 00-03) ----
 def _read_cutout(images_dir, pgc: int, band: str):
-    """A raw input cutout as an array (gray 'L'/'LA' -> 2-D; colour prefers .sdss.jpg), or None."""
-    from pathlib import Path
-
-    from PIL import Image
-
-    folder = Path(images_dir)
-    for name in layout.input_image_names(pgc, band):
-        if (folder / name).is_file():
-            with Image.open(folder / name) as im:
-                return np.asarray(im.convert("RGB" if band == "gri" else "L"))
-    return None
+    """A raw input cutout as 01_prep reads it (gray 2-D, colour (H, W, 3)), or None when there is none."""
+    path = iim.find_image(images_dir, pgc, band)
+    return None if path is None else iim.read_galaxy_image(path, band)
 
 
 def _inclination_column(catalog):
@@ -172,8 +168,6 @@ def synthetic_vs_real(sim_images_dir, sim_catalog, real_images_dir, real_catalog
 # ---- section: prep / compress / split (stages 01-03) ----
 def prepared_examples(prep_root, size: int, bands, n_examples: int = 8, seed: int = 0):
     """Grid of prepared cutouts: one row per band, the same galaxies in every row."""
-    from PIL import Image
-
     folders = [layout.prepared_dir(prep_root, size, b) for b in bands]
     files = [{p.pgc: (f, p.label) for f in folder.glob("*.jpg") if (p := layout.parse_prepared_name(f.name))}
              for folder in folders]
@@ -288,7 +282,6 @@ def plot_augmented_examples(images, labels, pgc_ids, filters, inverted=None, n=2
 # ---- section: train (stage 05) ----
 # Built on matplotlib.figure.Figure, not pyplot: the training loop redraws a figure
 # every step, and pyplot would keep each one alive until closed.
-from .models import DEG_PER_TARGET as _DEG_PER_TARGET  # noqa: E402 (degrees per network target unit)
 
 
 def _curves_on(ax_mse, ax_mae, history: dict, label: str = "", color=None) -> None:
@@ -315,8 +308,6 @@ def training_curves(history: dict, title: str = "", figsize=(8, 3), fig=None):
     `fig`: a Figure to clear and redraw (the training loop reuses one, so that no
     figure per step waits for the garbage collector).
     """
-    from matplotlib.figure import Figure
-
     if fig is None:
         fig = Figure(figsize=figsize)
     else:
@@ -335,35 +326,8 @@ def training_curves(history: dict, title: str = "", figsize=(8, 3), fig=None):
     return fig
 
 
-def training_curves_grid(histories: dict, ncols: int = 2):
-    """Validation/training MAE (deg) vs step for every (model, uset): one panel per training.
-
-    `histories` maps (model, uset) -> evalDict {step: entry}.
-    """
-    from matplotlib.figure import Figure
-
-    keys = sorted(histories, key=lambda k: (k[1], k[0]))
-    n = max(len(keys), 1)
-    ncols = min(ncols, n)
-    nrows = -(-n // ncols)
-    fig = Figure(figsize=(4.2 * ncols * 2 / 2, 2.6 * nrows), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    for ax, key in zip(axes, keys):
-        h = histories[key]
-        steps = sorted(h)
-        ax.plot(steps, [h[s]["mae"] * _DEG_PER_TARGET for s in steps], "-", alpha=0.6, label="train")
-        ax.plot(steps, [h[s]["val_mae"] * _DEG_PER_TARGET for s in steps], "-o", ms=2.5, label="validation")
-        ax.set(title=f"{key[0]}, Uset {key[1]:03d}", xlabel="step (one batch file)", ylabel="MAE (deg)")
-        ax.legend(fontsize=7)
-    for ax in axes[len(keys):]:
-        ax.set_visible(False)
-    return fig
-
-
 def step_timing(histories: dict):
     """Seconds per step (fit, validation, data wait, saving) for every (model, uset)."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(7, 3), layout="constrained")
     ax = fig.subplots()
     parts = [("time_fit_s", "fit"), ("time_eval_s", "validation"), ("time_data_s", "data wait"),
