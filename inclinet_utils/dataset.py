@@ -6,10 +6,11 @@ and ``labels`` (2, N) int64: row 0 the pgc ID, row 1 the label code
 ('F' -> 1, '0' -> 0, else the inclination), the original layout.
 
 03 keeps galaxies labelled 45 or more, draws the held-out test set once (from
-the first available band, original order r, i, g, RGB) and applies it to every
+the first available band, original order r, i, g, gri) and applies it to every
 band by pgc ID, then draws ``m_iter`` bagging subsamples of 2/3 of the training
 set: ``<tag>_<size>x<size>_{train,test}_<NNN>.npz`` with ``images``, ``labels``
-(inclination, deg) and ``pgcIDs``.
+(inclination, deg) and ``pgcIDs``.  `load_sample` is the one checked reader of
+those files (stages 04 and 06 use it too).  File names come from `layout`.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def compress_stage(prep_root: str | os.PathLike, out_root: str | os.PathLike, si
 
 
 def load_compressed(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A stage-02 archive: images (N,S,S,3) uint8 and labels (2, N); DatasetError naming a missing file or key."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"compressed file {path} does not exist")
