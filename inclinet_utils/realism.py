@@ -57,6 +57,7 @@ EDGE_ON_DEG = 80.0          # edge-on thickness for labels >= this
 Q0 = 0.2                    # intrinsic axis ratio of the expected b/a for a label
 REAL_FOLDERS = ("real_sdss", "real_sdss_varied")
 RANGE = (5.0, 95.0)         # percentiles of the synthetic range a real galaxy should lie in
+MAX_SYNTHETIC = 300         # synthetic galaxies measured (a random subset of larger samples)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,14 +362,14 @@ def real_statistics(shared_dir: str | os.PathLike | None = None, folders=REAL_FO
     return pd.concat(tables, ignore_index=True)
 
 
-def synthetic_statistics(run_dir: str | os.PathLike, max_galaxies: int = 400, seed: int = 0,
+def synthetic_statistics(run_dir: str | os.PathLike, max_galaxies: int = MAX_SYNTHETIC, seed: int = 0,
                          progress: bool = True) -> pd.DataFrame:
     """Statistics of (a random subset of at most `max_galaxies` of) a run's simulated sample."""
     paths = layout.run_paths(run_dir)
     return sample_statistics(paths["input_images"], paths["input_catalog"], max_galaxies, seed, progress)
 
 
-def sample_statistics(images_dir: str | os.PathLike, catalog_path: str | os.PathLike, max_galaxies: int = 400,
+def sample_statistics(images_dir: str | os.PathLike, catalog_path: str | os.PathLike, max_galaxies: int = MAX_SYNTHETIC,
                       seed: int = 0, progress: bool = True, source: str = "synthetic") -> pd.DataFrame:
     """Statistics of a random subset (at most `max_galaxies`) of the galaxies of one catalog."""
     if max_galaxies < 1:
@@ -419,6 +420,34 @@ def outside_table(placed: pd.DataFrame) -> pd.DataFrame:
                      "galaxies outside (percentile)": ", ".join(
                          f"pgc{p} ({q:.0f})" for p, q in zip(out["pgc"], out["percentile"]))})
     return pd.DataFrame(rows, columns=["statistic", "measured", "outside", "galaxies outside (percentile)"])
+
+
+def percentile_table(placed: pd.DataFrame) -> pd.DataFrame:
+    """Real galaxies x statistics: the percentile in the synthetic distribution, '*' when outside."""
+    cells = placed.assign(cell=[f"{p:.0f}" + ("" if inside else "*")
+                                for p, inside in zip(placed["percentile"], placed["inside"])])
+    table = cells.pivot_table(index=["source", "pgc", "label"], columns="statistic", values="cell", aggfunc="first")
+    return table.reindex(columns=[n for n in STATISTIC_NAMES if n in table.columns]).fillna("")
+
+
+@dataclasses.dataclass
+class RealismReport:
+    """The report of one run: both statistics tables, the placement, and where they were saved."""
+
+    real: pd.DataFrame
+    synthetic: pd.DataFrame
+    placed: pd.DataFrame
+    folder: Path
+
+
+def make_report(run_dir: str | os.PathLike, shared_dir: str | os.PathLike | None = None,
+                max_synthetic: int = MAX_SYNTHETIC, progress: bool = True) -> RealismReport:
+    """Measure the real galaxies beside the project and the run's synthetic sample, place
+    each real galaxy in the synthetic distributions, and save it all in ``<run>/realism/``."""
+    real = real_statistics(shared_dir)
+    synthetic = synthetic_statistics(run_dir, max_galaxies=max_synthetic, progress=progress)
+    placed = placement(real, synthetic)
+    return RealismReport(real, synthetic, placed, save_report(run_dir, real, synthetic, placed))
 
 
 def save_report(run_dir: str | os.PathLike, real: pd.DataFrame, synthetic: pd.DataFrame,

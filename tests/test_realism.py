@@ -176,3 +176,33 @@ def test_real_sdss_statistics():
     assert table["sky_level"].between(220, 250).all()                 # white sky of the inverted bands
     corners = table.set_index("pgc")["white_corners"]
     assert corners[44182] > 0.2 and (corners.drop(44182) == 0).all()  # the rotated SDSS composite
+
+
+def _input_folder(root, pgcs, incs):
+    from inclinet_utils import catalog as icat
+    from inclinet_utils import layout
+    (root / layout.INPUT_IMAGES_DIR).mkdir(parents=True)
+    for k, (pgc, inc) in enumerate(zip(pgcs, incs)):
+        q = float(realism.expected_axis_ratio(inc))
+        gray = _sky(512, 232.0 + k, 9.0, seed=k)
+        gray[_ellipse_mask(512, 110 + 10 * k, (110 + 10 * k) * q)] = 50.0
+        _write_galaxy(root / layout.INPUT_IMAGES_DIR, pgc, _gray(gray), _composite()[0])
+    table = pd.DataFrame({"pgc": pgcs, "inc": incs, "inc_flg": 0, "fon": "", "inc_note": ""})
+    icat.write_catalog(table, root / layout.INPUT_CATALOG)
+
+
+def test_make_report_places_real_galaxies_in_the_run_sample(tmp_path):
+    from inclinet_utils import layout
+    run = tmp_path / "run"
+    _input_folder(layout.run_paths(run)["input"], [11, 12, 13, 14, 15], [50, 60, 70, 80, 88])
+    _input_folder(tmp_path / "shared" / "real_sdss", [21, 22], [50, 85])   # 21 is drawn as 11
+    report = realism.make_report(run, shared_dir=tmp_path / "shared", progress=False)
+    assert list(report.real["pgc"]) == [21, 22] and len(report.synthetic) == 5
+    assert report.folder == layout.run_paths(run)["realism"] and (report.folder / "placement.csv").is_file()
+    percentiles = realism.percentile_table(report.placed)
+    assert list(percentiles.index.get_level_values("pgc")) == [21, 22]
+    # Measured the same way: the same drawing gives the same numbers in both tables.
+    real, synthetic = report.real.set_index("pgc"), report.synthetic.set_index("pgc")
+    for name in realism.STATISTIC_NAMES:
+        assert real.loc[21, name] == pytest.approx(synthetic.loc[11, name], nan_ok=True)
+    assert report.placed["statistic"].value_counts()["extent"] == 2
