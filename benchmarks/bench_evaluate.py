@@ -1,5 +1,5 @@
 """Speed of stage 06's inner loops: the axis-ratio baseline per 512x512 input image and the
-network predictions per image (model4, untrained weights: speed only).
+network predictions per image, with and without test-time flips (model4, untrained weights: speed only).
 
     python benchmarks/bench_evaluate.py [--size 128] [--n 200]
 
@@ -35,7 +35,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="images per prediction timing")
     args = parser.parse_args()
 
-    from inclinet_utils.evaluate import axis_ratio_inclination, predict_images
+    from inclinet_utils.axis_ratio import axis_ratio_inclination
+    from inclinet_utils.inference import predict_images
     from inclinet_utils.models import build_model
 
     images = _images()
@@ -48,11 +49,13 @@ def main() -> None:
 
     model = build_model("model4", args.size, compile=False)
     batch = np.random.default_rng(0).integers(0, 256, (args.n, args.size, args.size, 3), dtype=np.uint8)
-    predict_images(model, batch[:8])  # warm-up (graph tracing)
-    t0 = time.perf_counter()
-    predict_images(model, batch)
-    per = (time.perf_counter() - t0) / args.n
-    print(f"model4 prediction at {args.size}x{args.size}: {1000 * per:.2f} ms per image ({args.n} images)")
+    for flips in (False, True):
+        predict_images(model, batch[:8], flips=flips)  # warm-up (graph tracing)
+        t0 = time.perf_counter()
+        predict_images(model, batch, flips=flips)
+        per = (time.perf_counter() - t0) / args.n
+        print(f"model4 prediction at {args.size}x{args.size}, flips={flips}: {1000 * per:.2f} ms per image "
+              f"({args.n} images)")
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def axis_ratio_vs_inclination(catalog, q0_values=(0.1, 0.2, 0.3)):
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
     n_nan = int(np.isnan(q).sum())
-    ax.set_title(f"b/a: HSM adaptive moments, isophotal fallback ({n_nan} failed)", fontsize=10)
+    ax.set_title(f"b/a: photutils segment moments, as the axis-ratio baseline ({n_nan} failed)", fontsize=10)
     fig.tight_layout()
     return fig
 

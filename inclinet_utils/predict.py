@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import inference
 from .images import ImageReadError, load_prepared, read_galaxy_image
 
 _BAND_SUFFIX = re.compile(r"_(?P<band>[gri])\.png$", re.IGNORECASE)
@@ -66,23 +67,8 @@ def check_images(image_paths, bands=None) -> list[tuple[Path, str]]:
     return out
 
 
-def load_run_models(run_dir: str | os.PathLike):
-    """[(ModelFile, model)] of every final model in the run, and the image size they take."""
-    from . import io as iio
-    from .evaluate import EvaluationError, find_models, load_model, model_input_size
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    files = find_models(iio.run_paths(run_dir)["models"])
-    loaded = [(mf, load_model(mf.path)) for mf in files]
-    sizes = {model_input_size(m, mf.path) for mf, m in loaded}
-    if len(sizes) != 1:
-        raise EvaluationError(f"models in {run_dir} take different image sizes {sorted(sizes)}; expected one size")
-    return loaded, sizes.pop()
-
-
-def predict_inclinations(image_paths, run_dir: str | os.PathLike, bands=None, models=None) -> pd.DataFrame:
+def predict_inclinations(image_paths, run_dir: str | os.PathLike, bands=None, models=None,
+                         flips: bool = True) -> pd.DataFrame:
     """Inclination of each image from every trained model of `run_dir`.
 
     Returns one row per image: path, pgc (from a ``pgc<ID>`` file name, else
@@ -90,16 +76,17 @@ def predict_inclinations(image_paths, run_dir: str | os.PathLike, bands=None, mo
     spread_deg (standard deviation over them; NaN with a single model),
     n_models, then one column per model (``model4/Uset_000``, ...). `bands`
     overrides the band inferred from each file name; `models` takes the output
-    of `load_run_models` to avoid reloading. Raises FileNotFoundError or
+    of `inference.load_run_models` to avoid reloading; `flips` averages each
+    model's prediction over the image's flips. Raises FileNotFoundError or
     ImageReadError (a ValueError) naming a missing, unreadable or non-image
-    file before any model is loaded.
+    file, and InferenceError naming a band none of the run's models trained on
+    (with the bands it can measure), before any model is loaded.
     """
-    from .evaluate import predict_images
-
     checked = check_images(image_paths, bands)
-    loaded, size = models if models is not None else load_run_models(run_dir)
+    check_run_bands(run_dir, [b for _, b in checked])
+    loaded, size = models if models is not None else inference.load_run_models(run_dir)
     batch = np.stack([load_prepared(path, band, size) for path, band in checked])
-    per_model = {mf.row: predict_images(model, batch) for mf, model in loaded}
+    per_model = {mf.row: inference.predict_images(model, batch, flips=flips) for mf, model in loaded}
     values = np.column_stack(list(per_model.values()))
     table = pd.DataFrame({
         "path": [str(p) for p, _ in checked],
@@ -114,16 +101,29 @@ def predict_inclinations(image_paths, run_dir: str | os.PathLike, bands=None, mo
     return table
 
 
+def check_run_bands(run_dir: str | os.PathLike, bands) -> list[str]:
+    """Refuse bands none of the run's models trained on (`inference.check_bands`); the bands it can measure."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    return inference.check_bands(bands, inference.trained_bands(run_dir), run_dir)
+
+
 def compare_with_catalog(images_dir: str | os.PathLike, catalog_path: str | os.PathLike,
                          run_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     """Predict every image of a folder in the real input format and join the catalog labels.
 
-    Returns the per-image table (with `label` and `file`, the band suffix) and a
-    summary over images of galaxies labelled 45-90 deg: n, RMS and median |delta|.
+    Only images of bands the run's models trained on are predicted (the others
+    are left out; `summary["skipped_bands"]` names them). Returns the per-image
+    table (with `label` and `file`, the band suffix) and a summary over images
+    of galaxies labelled 45-90 deg: n, RMS and median |delta|.
     """
     from .catalog import read_catalog
 
     files = sorted(p for p in Path(images_dir).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    measurable = check_run_bands(run_dir, [])
+    bands = {f: infer_band(f) for f in files}
+    files = [f for f in files if bands[f] in measurable]
     table = predict_inclinations(files, run_dir)
     labels = read_catalog(catalog_path).set_index("pgc")["label"]
     table["label"] = table["pgc"].map(labels)
@@ -131,7 +131,8 @@ def compare_with_catalog(images_dir: str | os.PathLike, catalog_path: str | os.P
     inc_label = pd.to_numeric(table["label"], errors="coerce")
     delta = (inc_label - table["inclination_deg"])[inc_label >= 45]
     summary = {"n": int(len(delta)), "rms_deg": float(np.sqrt((delta ** 2).mean())) if len(delta) else None,
-               "median_abs_deg": float(delta.abs().median()) if len(delta) else None}
+               "median_abs_deg": float(delta.abs().median()) if len(delta) else None,
+               "skipped_bands": sorted(set(bands.values()) - set(measurable))}
     return table, summary
 
 

@@ -1,5 +1,5 @@
-"""Stage 06: metrics, bias correction kept off the test set, the axis-ratio baseline, and a
-whole evaluation of a tiny hand-built run (tiny Keras models, tiny samples)."""
+"""Stage 06: metrics, bias correction kept off the test set, and a whole evaluation of a tiny
+hand-built run (tiny Keras models, tiny samples)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from galaxy_shapes import oblate
 from inclinet_utils import evaluate as ev
+from inclinet_utils import inference
+from inclinet_utils import metrics as mt
 from inclinet_utils import io as iio
 from inclinet_utils import layout
 from inclinet_utils.catalog import write_catalog
@@ -25,7 +28,7 @@ def test_metrics_equal_hand_computed_values():
     measured = [60, 70, 80, 50, 66]
     predicted = [58, 73, 80, 62, np.nan]   # the NaN pair is left out
     true = [59.5, 71, 79, 51, 66]
-    m = ev.compute_metrics(measured, predicted, true)
+    m = mt.compute_metrics(measured, predicted, true)
     # delta = 2, -3, 0, -12 ; true - predicted = 1.5, -2, -1, -11
     assert m["n"] == 4
     assert m["rms_deg"] == pytest.approx(np.sqrt((4 + 9 + 0 + 144) / 4))
@@ -34,7 +37,7 @@ def test_metrics_equal_hand_computed_values():
     assert m["outlier_frac"] == pytest.approx(1 / 4)
     assert m["rms_true_deg"] == pytest.approx(np.sqrt((2.25 + 4 + 1 + 121) / 4))
     assert m["mae_true_deg"] == pytest.approx((1.5 + 2 + 1 + 11) / 4)
-    assert "rms_true_deg" not in ev.compute_metrics(measured, predicted)
+    assert "rms_true_deg" not in mt.compute_metrics(measured, predicted)
 
 
 def _long(rows):
@@ -53,7 +56,7 @@ def test_ensemble_rows_and_band_pooling_equal_hand_computed_values():
         test += [(s, band, pgc, meas, p) for s, p in zip(sources, preds)]
     test = _long(test)
     train = test.assign(pgc=test["pgc"] + 100)  # stand-in training galaxies
-    metrics, by_band, fits, test_rows, _ = ev.evaluate_predictions(test, train, bands=["g", "gri"])
+    metrics, by_band, fits, test_rows, _ = mt.evaluate_predictions(test, train, bands=["g", "gri"])
 
     assert [r for r in metrics if not r.endswith("+bc")] == [
         "model4/Uset_000", "model4/Uset_001", "model4/mean", "model4/median",
@@ -81,7 +84,7 @@ def test_bias_fit_recovers_a_known_compression_and_undoes_it():
     x = np.repeat(np.arange(45, 91, 5.0), 3)
     m_true, b_true = 0.3, -15.0                 # delta = 0.3 x - 15 -> i_p = 0.7 x + 15
     predicted = x - (m_true * x + b_true)
-    fit = ev.fit_bias(x, predicted)
+    fit = mt.fit_bias(x, predicted)
     assert (fit.m, fit.b, fit.n) == (pytest.approx(m_true), pytest.approx(b_true), len(x))
     assert fit.applied and fit.rms_fit_after < 1e-9 < fit.rms_fit_before
     np.testing.assert_allclose(fit.apply(predicted), x, atol=1e-9)
@@ -90,15 +93,15 @@ def test_bias_fit_recovers_a_known_compression_and_undoes_it():
 def test_bias_fit_is_not_applied_when_predictions_ignore_the_labels():
     x = np.arange(45, 91, 1.0)
     with pytest.warns(UserWarning, match="not applied"):
-        fit = ev.fit_bias(x, np.full_like(x, 67.0))
+        fit = mt.fit_bias(x, np.full_like(x, 67.0))
     assert not fit.applied and np.all(fit.apply([60.0, 70.0]) == [60.0, 70.0])
     # A weak trend under large scatter: dividing by (1 - m) would blow the scatter up on the
     # very training galaxies it was fitted on, so it is not applied either.
     rng = np.random.default_rng(2)
     weak = 0.25 * x + 50 + rng.normal(0, 5, len(x))
     with pytest.warns(UserWarning, match="not applied"):
-        fit = ev.fit_bias(x, weak)
-    assert 1 - fit.m > ev.MIN_ONE_MINUS_M and fit.rms_fit_after > fit.rms_fit_before and not fit.applied
+        fit = mt.fit_bias(x, weak)
+    assert 1 - fit.m > mt.MIN_ONE_MINUS_M and fit.rms_fit_after > fit.rms_fit_before and not fit.applied
 
 
 def test_bias_fit_only_sees_training_galaxies_poisoned_test_changes_nothing():
@@ -110,62 +113,17 @@ def test_bias_fit_only_sees_training_galaxies_poisoned_test_changes_nothing():
         return _long([(s, "g", pgc0 + k, x[k], 0.7 * x[k] + 20 + rng.normal(0, 2)) for s in sources for k in range(n)])
 
     train, test = table(40, 0), table(15, 1000)
-    _, _, fits, rows, train_rows = ev.evaluate_predictions(test, train)
+    _, _, fits, rows, train_rows = mt.evaluate_predictions(test, train)
     poisoned = test.assign(measured_deg=90.0, predicted_deg=rng.uniform(0, 90, len(test)))
-    m2, _, fits2, rows2, _ = ev.evaluate_predictions(poisoned, train)
+    m2, _, fits2, rows2, _ = mt.evaluate_predictions(poisoned, train)
     pd.testing.assert_frame_equal(fits, fits2)
     # The fit is exactly the one of the row's training predictions, and of nothing else.
-    direct = ev.fit_bias(train_rows["all/mean"]["measured_deg"], train_rows["all/mean"]["predicted_deg"])
+    direct = mt.fit_bias(train_rows["all/mean"]["measured_deg"], train_rows["all/mean"]["predicted_deg"])
     row = fits.set_index("row").loc["all/mean"]
     assert (row["m"], row["b"]) == (pytest.approx(direct.m), pytest.approx(direct.b))
     assert set(train_rows["all/mean"]["pgc"]).isdisjoint(rows["all/mean"]["pgc"])
     # ... while the corrected test predictions do follow the (poisoned) test inputs.
     assert not np.allclose(rows["all/mean+bc"]["predicted_deg"], rows2["all/mean+bc"]["predicted_deg"])
-
-
-# ---- axis-ratio baseline ----------------------------------------------------------
-
-@pytest.mark.parametrize("inc", [45, 55, 65, 75, 80, 85])
-def test_axis_ratio_recovers_thin_galsim_disks(inc):
-    galsim = pytest.importorskip("galsim")
-    disk = galsim.InclinedExponential(np.radians(inc) * galsim.radians, scale_radius=9.0, scale_h_over_r=0.01)
-    image = disk.rotate(25 * galsim.degrees).drawImage(nx=128, ny=128, scale=1.0).array
-    # An infinitely thin disk: q = cos i, i.e. Hubble's formula with q0 = 0.
-    assert ev.axis_ratio_inclination(image, q0=0.0, galaxy_dark=False) == pytest.approx(inc, abs=2.0)
-
-
-def _oblate(inc, q0=0.2, n=96, rs=7.0, angle=0.4, centre=(0.3, -0.2)):
-    """Noiseless projected oblate exponential spheroid of intrinsic axis ratio q0 (Hubble's model)."""
-    q = np.sqrt(np.cos(np.radians(inc)) ** 2 + (q0 * np.sin(np.radians(inc))) ** 2)
-    y, x = np.mgrid[0:n, 0:n] - (n - 1) / 2.0
-    x, y = x - centre[0], y - centre[1]
-    u, v = np.cos(angle) * x + np.sin(angle) * y, -np.sin(angle) * x + np.cos(angle) * y
-    return np.exp(-np.hypot(u, v / q) / rs)
-
-
-@pytest.mark.parametrize("inc", [45, 60, 75, 85])
-def test_axis_ratio_inverts_hubble_formula_for_thick_disks(inc):
-    assert ev.axis_ratio_inclination(_oblate(inc) * 200) == pytest.approx(inc, abs=2.0)
-
-
-def test_axis_ratio_on_stored_black_on_white_cutout_with_noise_and_a_star():
-    rng = np.random.default_rng(3)
-    flux = _oblate(70, n=128, rs=10.0) * 180
-    y, x = np.mgrid[0:128, 0:128]
-    flux += 250 * np.exp(-((x - 95) ** 2 + (y - 70) ** 2) / (2 * 1.5 ** 2))   # a star beside the disk
-    flux += 200 * np.exp(-((x - 15) ** 2 + (y - 20) ** 2) / (2 * 2.0 ** 2))   # another one far out
-    stored = np.clip(np.round(235 - flux + rng.normal(0, 4, flux.shape)), 0, 255).astype(np.uint8)
-    got = ev.axis_ratio_inclination(stored, galaxy_dark=True)
-    assert got == pytest.approx(70, abs=3.0)
-    assert ev.axis_ratio_inclination(stored) == pytest.approx(got)  # auto-detects black on white
-    assert np.isnan(ev.axis_ratio_inclination(np.full((64, 64), 240, np.uint8)))  # nothing there
-
-
-def test_hubble_formula_limits():
-    assert ev.inclination_from_axis_ratio(0.15) == 90.0
-    assert ev.inclination_from_axis_ratio(1.0) == pytest.approx(0.0)
-    q = np.sqrt(np.cos(np.radians(60)) ** 2 * (1 - 0.04) + 0.04)
-    assert ev.inclination_from_axis_ratio(q) == pytest.approx(60.0)
 
 
 # ---- a whole evaluation of a tiny hand-built run -------------------------------------
@@ -198,7 +156,7 @@ def tiny_run(tmp_path_factory):
     label = np.clip(np.round(inc_true + rng.normal(0, 2, n)), 45, 90).astype(int)
     paths["input_images"].mkdir(parents=True)
     for p, inc in zip(pgc, inc_true):
-        flux = _oblate(inc, n=64, rs=4.0, angle=0.0)
+        flux = oblate(inc, n=64, rs=4.0, angle=0.0)
         gray = np.clip(240 - 200 * flux + rng.normal(0, 3, flux.shape), 0, 255).astype(np.uint8)
         Image.fromarray(gray, "L").save(paths["input_images"] / layout.simulated_image_name(p, "g"))
         colour = np.clip(np.stack([220 * flux, 180 * flux, 140 * flux], -1) + 8, 0, 255).astype(np.uint8)
@@ -230,7 +188,7 @@ def test_evaluate_run_writes_metrics_json_and_tables(tiny_run):
     for row in expected:
         for name in (row, row + "+bc"):
             m = result.metrics[name]
-            assert set(m) == set(ev.METRIC_KEYS) | set(ev.TRUE_KEYS)
+            assert set(m) == set(mt.METRIC_KEYS) | set(mt.TRUE_KEYS)
             assert m["n"] == 2 * n_test  # every test image in both bands
     # Bias fits: 12 training galaxies in each band, none of them a test galaxy.
     assert (result.fits["n_fit"] == 24).all() and "applied" in result.fits
@@ -273,7 +231,7 @@ def test_evaluate_run_refuses_a_model_of_another_size(tiny_run, tmp_path):
     _tiny_model(0, size=48).save(other / "models" / layout.model_file_name("model4", 0))
     for sub in ("samples", "input"):
         (other / sub).symlink_to(run / sub)
-    with pytest.raises(ev.EvaluationError, match="48x48"):
+    with pytest.raises(inference.InferenceError, match="48x48"):
         ev.evaluate_run(other, size=SIZE, bands=["g"], progress=False)
     with pytest.raises(FileNotFoundError, match="no trained models"):
-        ev.find_models(tmp_path / "nothing")
+        inference.find_models(tmp_path / "nothing")

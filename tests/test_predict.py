@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from inclinet_utils import layout, predict
+from inclinet_utils import inference, layout, predict
 from inclinet_utils.images import ImageReadError, load_prepared
 from inclinet_utils.models import target_to_inclination
 
@@ -41,6 +41,22 @@ def tiny_run(tmp_path_factory):
     (run / "models").mkdir(parents=True)
     for k, (model, uset) in enumerate(MODELS):
         _tiny_trained_model(model, k).save(run / "models" / layout.model_file_name(model, uset))
+    _record_bands(run, ["g", "r", "i", "gri"])
+    return run
+
+
+def _record_bands(run, bands):
+    """The run's trained_bands.json, as stage 06 records it from the augmented `filter` arrays."""
+    return inference.record_trained_bands(run, {layout.model_row(*m): list(bands) for m in MODELS})
+
+
+@pytest.fixture(scope="module")
+def colour_only_run(tiny_run, tmp_path_factory):
+    """The same models, recorded as trained on colour composites only (a --band gri run)."""
+    run = tmp_path_factory.mktemp("colour_only") / "run"
+    run.mkdir()
+    (run / "models").symlink_to(tiny_run / "models")
+    _record_bands(run, ["gri"])
     return run
 
 
@@ -73,7 +89,8 @@ def test_cli_predicts_real_sdss_images(tiny_run, real_sdss):  # skipped without 
     for k, m in enumerate(MODELS):
         model = keras.saving.load_model(tiny_run / "models" / layout.model_file_name(*m))
         batch = np.stack([load_prepared(f, b, SIZE) for f, b in zip(files, ["r", "g", "gri"])]).astype(np.float32)
-        expected = target_to_inclination(np.asarray(model(batch)).ravel())
+        flips = [batch, batch[:, :, ::-1], batch[:, ::-1], batch[:, ::-1, ::-1]]  # test-time flips, averaged
+        expected = target_to_inclination(np.mean([np.asarray(model(v)).ravel() for v in flips], axis=0))
         np.testing.assert_allclose(per_model[:, k], expected, atol=1e-3)
     np.testing.assert_allclose(table["inclination_deg"], np.median(per_model, axis=1))
     np.testing.assert_allclose(table["spread_deg"], per_model.std(axis=1, ddof=1), rtol=1e-6)
@@ -130,3 +147,28 @@ def test_compare_with_catalog_joins_labels_and_summarises(tiny_run, real_sdss):
     assert summary["n"] == len(usable) == 5 * 4 + 4  # 5 usable galaxies; pgc676 has no .sdss.jpg
     delta = usable["label"].astype(float) - usable["inclination_deg"]
     assert summary["rms_deg"] == pytest.approx(float(np.sqrt((delta ** 2).mean())), rel=1e-6)
+
+
+def test_a_gray_image_is_refused_by_a_colour_only_run_naming_the_band(colour_only_run, tmp_path):
+    gray = tmp_path / "pgc7_d25x2_rot_g.png"
+    Image.fromarray(np.full((40, 40), 230, np.uint8), "L").save(gray)
+    with pytest.raises(inference.InferenceError, match=r"band 'g'.*can measure gri$"):
+        predict.predict_inclinations([gray], colour_only_run)
+    unnamed = tmp_path / "galaxy.png"  # a grayscale file without a band suffix counts as r
+    Image.fromarray(np.full((40, 40), 230, np.uint8), "L").save(unnamed)
+    with pytest.raises(inference.InferenceError, match="band 'r'"):
+        predict.predict_inclinations([unnamed], colour_only_run)
+    proc = _cli(gray, "--run", colour_only_run)
+    assert proc.returncode != 0 and "band 'g'" in proc.stderr and "can measure gri" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    colour = tmp_path / "pgc8_d25x2_rot_gri.jpg"
+    Image.fromarray(np.full((40, 40, 3), 20, np.uint8), "RGB").save(colour)
+    table = predict.predict_inclinations([colour], colour_only_run)
+    assert list(table["band"]) == ["gri"] and np.isfinite(table["inclination_deg"]).all()
+
+
+def test_compare_with_catalog_keeps_to_the_bands_the_run_trained_on(colour_only_run, real_sdss):
+    table, summary = predict.compare_with_catalog(real_sdss / "galaxies", real_sdss / "catalogs" / "catalog.csv",
+                                                  colour_only_run)
+    assert set(table["band"]) == {"gri"} and summary["skipped_bands"] == ["g", "i", "r"]
+    assert summary["n"] == 5 + 4  # the usable galaxies' .sdss.jpg and .jpg composites (pgc676: .jpg only)
