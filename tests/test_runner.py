@@ -30,7 +30,7 @@ TINY = ["--size", "32", "--band", "g", "gri", "--n-galaxies", "60", "--seed", "7
         "--n-batches", "2", "--batch-size", "6", "--models", "model4", "--n-passes", "1"]
 
 
-def run(args, root: Path, timeout=900):
+def run(args, root: Path, timeout=2400):  # generous: the tiny run takes ~17 min on 2 busy cores
     return subprocess.run([sys.executable, str(REPO / "run_notebooks.py"), "--output-root", str(root), *args],
                           cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
@@ -202,7 +202,8 @@ def test_notebooks_declare_only_their_own_parameters_with_types(params):
 
 def test_a_notebook_redeclaring_a_run_wide_or_untyped_parameter_is_refused(tmp_path):
     for body, message in (('size: int = 64  # px', "run-wide"), ("n_things = 3  # count", "type annotation")):
-        nb = nbformat.v4.new_notebook()
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                               "display_name": "Python 3"}})
         nb.cells = [nbformat.v4.new_code_cell(f'run_dir: str = "x"  # run\n{body}', metadata={"tags": ["parameters"]})]
         nbformat.write(nb, tmp_path / "01_x.ipynb")
         with pytest.raises(config.ConfigError, match=message):
