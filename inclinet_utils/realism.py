@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -331,12 +332,24 @@ def galaxy_statistics(images_dir: str | os.PathLike, pgc: int, label: str) -> di
     return row
 
 
+def _galaxy_row(task) -> dict:
+    return galaxy_statistics(*task)
+
+
 def folder_statistics(images_dir: str | os.PathLike, catalog: pd.DataFrame, source: str,
-                      progress: bool = False) -> pd.DataFrame:
-    """One row of statistics per catalog galaxy of `images_dir`; `source` names the folder."""
-    rows = [galaxy_statistics(images_dir, pgc, label)
-            for pgc, label in tqdm(zip(catalog["pgc"], catalog["label"]), total=len(catalog),
-                                   desc=f"realism {source}", disable=not progress)]
+                      progress: bool = False, n_workers: int = 1) -> pd.DataFrame:
+    """One row of statistics per catalog galaxy of `images_dir`; `source` names the folder.
+
+    `n_workers` processes share the galaxies (0: one per core); the table is the same.
+    """
+    tasks = [(str(images_dir), int(pgc), str(label)) for pgc, label in zip(catalog["pgc"], catalog["label"])]
+    workers = min(os.cpu_count() or 1, len(tasks)) if n_workers == 0 else min(int(n_workers), max(len(tasks), 1))
+    bar = dict(total=len(tasks), desc=f"realism {source}", disable=not progress)
+    if workers <= 1:
+        rows = [_galaxy_row(t) for t in tqdm(tasks, **bar)]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            rows = list(tqdm(pool.map(_galaxy_row, tasks, chunksize=4), **bar))
     table = pd.DataFrame(rows)
     for name in ("extent", "q_iso") + STATISTIC_NAMES:
         if name not in table.columns:
@@ -345,7 +358,8 @@ def folder_statistics(images_dir: str | os.PathLike, catalog: pd.DataFrame, sour
     return table
 
 
-def real_statistics(shared_dir: str | os.PathLike | None = None, folders=REAL_FOLDERS) -> pd.DataFrame:
+def real_statistics(shared_dir: str | os.PathLike | None = None, folders=REAL_FOLDERS,
+                    n_workers: int = 1) -> pd.DataFrame:
     """Statistics of the real galaxies of every folder of `folders` present in `shared_dir`.
 
     Each folder is in the input format (``galaxies/``, ``catalogs/catalog.csv``); absent ones are
@@ -356,28 +370,30 @@ def real_statistics(shared_dir: str | os.PathLike | None = None, folders=REAL_FO
     for name in folders:
         images_dir, cat_path = shared_dir / name / layout.INPUT_IMAGES_DIR, shared_dir / name / layout.INPUT_CATALOG
         if images_dir.is_dir() and cat_path.is_file():
-            tables.append(folder_statistics(images_dir, icat.read_catalog(cat_path), name))
+            tables.append(folder_statistics(images_dir, icat.read_catalog(cat_path), name, n_workers=n_workers))
     if not tables:
         return pd.DataFrame(columns=["source", "pgc", "label", "note", "q_iso", *STATISTIC_NAMES])
     return pd.concat(tables, ignore_index=True)
 
 
 def synthetic_statistics(run_dir: str | os.PathLike, max_galaxies: int = MAX_SYNTHETIC, seed: int = 0,
-                         progress: bool = True) -> pd.DataFrame:
+                         progress: bool = True, n_workers: int = 1) -> pd.DataFrame:
     """Statistics of (a random subset of at most `max_galaxies` of) a run's simulated sample."""
     paths = layout.run_paths(run_dir)
-    return sample_statistics(paths["input_images"], paths["input_catalog"], max_galaxies, seed, progress)
+    return sample_statistics(paths["input_images"], paths["input_catalog"], max_galaxies, seed, progress,
+                             n_workers=n_workers)
 
 
 def sample_statistics(images_dir: str | os.PathLike, catalog_path: str | os.PathLike, max_galaxies: int = MAX_SYNTHETIC,
-                      seed: int = 0, progress: bool = True, source: str = "synthetic") -> pd.DataFrame:
+                      seed: int = 0, progress: bool = True, source: str = "synthetic",
+                      n_workers: int = 1) -> pd.DataFrame:
     """Statistics of a random subset (at most `max_galaxies`) of the galaxies of one catalog."""
     if max_galaxies < 1:
         raise ValueError(f"max_galaxies={max_galaxies}; expected at least 1")
     cat = icat.read_catalog(catalog_path)
     if len(cat) > max_galaxies:
         cat = cat.sample(n=max_galaxies, random_state=seed).sort_index()
-    table = folder_statistics(images_dir, cat, source, progress=progress)
+    table = folder_statistics(images_dir, cat, source, progress=progress, n_workers=n_workers)
     if "inc_true" in cat.columns:
         table["inc_true"] = cat["inc_true"].to_numpy()
     return table
@@ -441,11 +457,13 @@ class RealismReport:
 
 
 def make_report(run_dir: str | os.PathLike, shared_dir: str | os.PathLike | None = None,
-                max_synthetic: int = MAX_SYNTHETIC, progress: bool = True) -> RealismReport:
+                max_synthetic: int = MAX_SYNTHETIC, progress: bool = True, n_workers: int = 1) -> RealismReport:
     """Measure the real galaxies beside the project and the run's synthetic sample, place
-    each real galaxy in the synthetic distributions, and save it all in ``<run>/realism/``."""
-    real = real_statistics(shared_dir)
-    synthetic = synthetic_statistics(run_dir, max_galaxies=max_synthetic, progress=progress)
+    each real galaxy in the synthetic distributions, and save it all in ``<run>/realism/``.
+
+    `n_workers` processes measure the galaxies (0: one per core)."""
+    real = real_statistics(shared_dir, n_workers=n_workers)
+    synthetic = synthetic_statistics(run_dir, max_galaxies=max_synthetic, progress=progress, n_workers=n_workers)
     placed = placement(real, synthetic)
     return RealismReport(real, synthetic, placed, save_report(run_dir, real, synthetic, placed))
 

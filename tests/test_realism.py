@@ -159,6 +159,8 @@ def test_folder_statistics_skips_bad_files_with_a_reason_and_saves_atomically(tm
     assert table.loc[2, "note"] == "no colour composite" and np.isnan(table.loc[2, "disk_rg"])
     assert table.loc[3, "note"].startswith("skipped:") and "pgc3_d25x2_rot_r.png" in table.loc[3, "note"]
     assert table.loc[4, "note"] == "skipped: no r band image"
+    parallel = realism.folder_statistics(folder, catalog, "test", n_workers=2).set_index("pgc")
+    pd.testing.assert_frame_equal(parallel, table)
     placed = realism.placement(table.reset_index(), table.reset_index())
     out = realism.save_report(tmp_path / "run", table.reset_index(), table.reset_index(), placed)
     assert sorted(p.name for p in out.iterdir()) == ["placement.csv", "real_statistics.csv", "summary.json",
