@@ -1,6 +1,6 @@
 """Image statistics of a rendered synthetic sample, to show a simulator change keeps them.
 
-    nice -n 15 python benchmarks/simulate_statistics.py [N] [--seed 42] [--csv per_galaxy.csv]
+    nice -n 15 python benchmarks/simulate_statistics.py [N] [--seed 42] [--csv after.csv] [--compare before.csv]
 
 Renders N galaxies (default 200) with ``simulate.render_galaxy`` in this process, with
 the seeds ``simulate_sample`` uses, writes nothing unless ``--csv`` is given, and prints,
@@ -20,7 +20,9 @@ over the sample, the 10/50/90th percentiles and the mean of:
   fraction of black (0) pixels at the centre, and the sky level of the colour composite.
 
 No pass/fail: run it before and after a change and compare the two tables (with the
-same N and seed, a change that keeps the random streams gives identical numbers).
+same N and seed, a change that keeps the random streams gives identical numbers);
+``--compare`` pairs each galaxy with its earlier rendering (the population is the same,
+only the random realisation of its light and noise may differ).
 """
 
 from __future__ import annotations
@@ -118,11 +120,26 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
+def paired(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """Mean of each statistic before and after, and the mean per-galaxy difference with its z score."""
+    if len(before) != len(after) or not np.allclose(before["inc_true"], after["inc_true"]):
+        raise SystemExit("--compare: the two tables are not the same galaxies (use the same N and seed)")
+    rows = {}
+    for c in (c for c in after.columns if c != "inc_true"):
+        d = (after[c] - before[c]).dropna()
+        se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+        rows[c] = {"before": before[c].mean(), "after": after[c].mean(), "mean_diff": d.mean(),
+                   "z": d.mean() / se if se > 0 else 0.0}
+    return pd.DataFrame(rows).T
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("n", nargs="?", type=int, default=200, help="number of galaxies (default 200)")
     parser.add_argument("--seed", type=int, default=42, help="random seed of the sample")
     parser.add_argument("--csv", default="", help="also write the per-galaxy statistics to this CSV file")
+    parser.add_argument("--compare", default="", help="per-galaxy CSV of an earlier run (same N and seed): "
+                        "also print the paired differences")
     args = parser.parse_args()
 
     from inclinet_utils import simulate
@@ -141,6 +158,9 @@ def main() -> None:
           f"{1000 * cpu / args.n:.0f} ms CPU per galaxy (render + statistics)")
     with pd.option_context("display.width", 120, "display.max_rows", 100):
         print(summary(table).round(4).to_string())
+        if args.compare:
+            print(f"\npaired against {args.compare} (same galaxies; 'z' = mean difference / its standard error)")
+            print(paired(pd.read_csv(args.compare), table).round(4).to_string())
 
 
 if __name__ == "__main__":

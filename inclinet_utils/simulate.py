@@ -31,6 +31,7 @@ from typing import Mapping
 import galsim
 import numpy as np
 import pandas as pd
+import scipy.ndimage
 from PIL import Image
 from tqdm import tqdm
 from tqdm.contrib.concurrent import process_map
@@ -43,7 +44,6 @@ from . import simulate_field as field
 from . import simulate_galaxy as galaxy
 from . import simulate_observe as observe
 from . import simulate_population as population
-from .axis_ratio import measure_axis_ratio
 from .simulate_observe import BANDS, E_PER_NMGY, IMAGE_SIZE, MAX_RENDER_PIX, PIXEL_SCALE, READ_NOISE_E, SKY_MAG
 from .simulate_population import (CONTAM_FRACTION, FACE_ON_DEG, PRIORS, SALT_PARAMS, USABLE_MIN_DEG, Priors)
 
@@ -51,14 +51,15 @@ __all__ = [
     "BANDS", "CATALOG_COLUMNS", "CONTAM_FRACTION", "E_PER_NMGY", "FACE_ON_DEG", "IMAGE_SIZE", "MAX_RENDER_PIX",
     "PIXEL_SCALE", "PRIORS", "Priors", "READ_NOISE_E", "RenderedGalaxy", "SALT_PARAMS", "SALT_RENDER", "SKY_MAG",
     "SimulationError", "USABLE_MIN_DEG", "catalog_table", "draw_parameters", "galaxy_file_names",
-    "png_gray_bytes", "render_galaxy", "simulate_sample",
+    "label_summary", "png_gray_bytes", "render_galaxy", "simulate_sample",
 ]
 
 log = logging.getLogger(__name__)
 
 SALT_RENDER = 0x51A1            # seed salt of the per-galaxy render streams
-GALAXIES_DIR = "galaxies"       # inside the sample folder (the run's input/)
-CATALOG_FILE = Path("catalogs") / "catalog.csv"
+GALSIM_STREAM = 0x6A15          # spawn key of a galaxy's GalSim stream below its numpy one
+GALAXIES_DIR = layout.INPUT_IMAGES_DIR   # inside the sample folder (the run's input/)
+CATALOG_FILE = layout.INPUT_CATALOG
 
 # Catalog column order: the columns the labelling reads first, then what was drawn.
 CATALOG_COLUMNS = [
@@ -113,13 +114,15 @@ def render_galaxy(params: Mapping, seed) -> RenderedGalaxy:
     (params, seed), so any worker can render any galaxy.
     """
     p = dict(params)
+    seed = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     rng = np.random.default_rng(seed)
+    deviate = _galsim_deviate(seed)
     frame = observe.make_frame(p)
     geo = galaxy.Geometry.of(p)
     fluxes = galaxy.ComponentFluxes.of(p)
     smooth = galaxy.smooth_components(p, geo, frame)
     points = observe.PointLight()
-    galaxy.add_arms_and_knots(points, p, geo, fluxes, frame, rng)
+    galaxy.add_arms_and_knots(points, p, geo, fluxes, frame, rng, deviate)
     bright = field.add_faint_sources(points, p, geo, frame, rng)
     canvas = points.observe(frame)                     # (3, npix, npix) float32, nmgy / pixel
     field.add_bright_stars(canvas, bright, p, geo, frame, rng)
@@ -133,10 +136,69 @@ def render_galaxy(params: Mapping, seed) -> RenderedGalaxy:
             model += np.float32(neighbour[1][b]) * neighbour[0]
         if trail is not None and b in trail[0]:
             model += (trail[1] * observe.sky_per_pixel(b, p["sky_dmag"], frame.scale)).astype(np.float32)
-        native[b] = observe.add_sky_and_noise(model, b, p["sky_dmag"], frame.scale, rng)
-    b_a = measure_axis_ratio(native["r"], galaxy_dark=False)  # the baseline's photutils measurement
+        native[b] = observe.add_sky_and_noise(model, b, p["sky_dmag"], frame.scale, deviate)
+    b_a = _measure_axis_ratio(native["r"], frame.scale, geo.h, geo.cos_i, geo.r25)
     gray, rgb = display.to_display(native, frame.scale, rng)
     return RenderedGalaxy(gray=gray, rgb=rgb, native=native, scale=frame.scale, b_a=b_a)
+
+
+def _galsim_deviate(seed: np.random.SeedSequence) -> galsim.BaseDeviate:
+    """GalSim's random stream of one galaxy (knots, noise), a child of its seed that leaves the
+    numpy stream `np.random.default_rng(seed)` untouched."""
+    child = np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, GALSIM_STREAM))
+    # 63-bit seed; 0 would mean "seed from the clock".
+    return galsim.BaseDeviate(int(child.generate_state(1, np.uint64)[0] >> 1) or 1)
+
+
+def _measure_axis_ratio(r_image, scale, h, cos_i, r25):
+    """b/a from HSM adaptive moments of the noisy r image (isophotal moments if they fail).
+
+    Tried on the central +-1.2 R25 (stars and neighbours further out cannot pull
+    the iteration away), then on the whole cutout. `h` and `cos_i` only set
+    the starting size of the weight function.
+    """
+    full = np.ascontiguousarray(r_image, dtype=np.float32)
+    n = full.shape[0]
+    half = int(min(n // 2, max(8, 1.2 * r25 / scale)))
+    crops = [full[n // 2 - half:n // 2 + half, n // 2 - half:n // 2 + half], full]
+    guess = max(1.5, h / scale * max(cos_i, 0.3) ** 0.5)
+    for arr in crops:
+        img = galsim.Image(np.ascontiguousarray(arr), scale=scale)
+        try:
+            res = galsim.hsm.FindAdaptiveMom(img, guess_sig=guess, guess_centroid=img.true_center, strict=False)
+        except (galsim.GalSimError, RuntimeError, ValueError):
+            continue
+        if res.moments_status == 0 and np.isfinite(res.moments_sigma) and res.moments_sigma > 0:
+            return float(res.observed_shape.q)
+    return _isophotal_axis_ratio(full)
+
+
+def _isophotal_axis_ratio(image, n_sigma=2.0):
+    """Fallback b/a: second moments of the central connected region above an isophote.
+
+    Adaptive moments diverge for low-surface-brightness disks whose weight
+    function outgrows the 2 x D25 cutout; this isophotal estimate (smoothed image,
+    `n_sigma` x sky noise) is what photometric catalogues quote. NaN if the centre
+    is not above the isophote.
+    """
+    smooth = scipy.ndimage.gaussian_filter(np.asarray(image, dtype=np.float32), 2.0)
+    sub = smooth[::4, ::4]
+    noise = 1.4826 * np.median(np.abs(sub - np.median(sub)))
+    labels, _ = scipy.ndimage.label(smooth > n_sigma * noise)
+    n = image.shape[0]
+    centre_label = labels[n // 2, n // 2]
+    if centre_label == 0:
+        return float("nan")
+    yy, xx = np.nonzero(labels == centre_label)
+    if xx.size < 10:
+        return float("nan")
+    w = smooth[yy, xx]
+    xm, ym = np.average(xx, weights=w), np.average(yy, weights=w)
+    cxx = np.average((xx - xm) ** 2, weights=w)
+    cyy = np.average((yy - ym) ** 2, weights=w)
+    cxy = np.average((xx - xm) * (yy - ym), weights=w)
+    eig = np.linalg.eigvalsh(np.array([[cxx, cxy], [cxy, cyy]]))
+    return float(np.sqrt(max(eig[0], 0.0) / eig[1])) if eig[1] > 0 else float("nan")
 
 
 # ---------------------------------------------------------------------------
@@ -190,6 +252,18 @@ def catalog_table(params: pd.DataFrame, b_a) -> pd.DataFrame:
                 "contam_sep", "render_scale", "b_a"):
         t[col] = t[col].astype(float).round(4)
     return t[CATALOG_COLUMNS].reset_index(drop=True)
+
+
+def label_summary(galaxies: pd.DataFrame) -> pd.DataFrame:
+    """One row of counts of a catalog read by `catalog.read_catalog`: face-on ('F'),
+    rejected ('0') and usable (45-90 deg) galaxies, the usable fraction, and each kind
+    of contamination."""
+    kind = galaxies["label"].map(lambda s: s if s in ("F", "0") else "45-90")
+    row = {k: int((kind == k).sum()) for k in ("F", "0", "45-90")}
+    row["usable_fraction"] = round(row["45-90"] / max(len(galaxies), 1), 3)
+    for name, n in galaxies["contam"].value_counts().items():
+        row[f"contam_{name}"] = int(n)
+    return pd.DataFrame([row], index=["galaxies"])
 
 
 def _resolve_workers(n_workers):

@@ -138,12 +138,14 @@ def _old_population(p, geo: Geometry) -> galsim.GSObject | None:
     return galsim.Add(parts) if parts else None
 
 
-def add_arms_and_knots(points: PointLight, p, geo: Geometry, f: ComponentFluxes, frame: Frame, rng) -> None:
-    """Add the spiral arms and star-forming knots of galaxy `p` to `points`."""
+def add_arms_and_knots(points: PointLight, p, geo: Geometry, f: ComponentFluxes, frame: Frame, rng,
+                       deviate: galsim.BaseDeviate) -> None:
+    """Add the spiral arms and star-forming knots of galaxy `p` to `points` (numpy
+    stream `rng`; GalSim stream `deviate` for the knots off the arms)."""
     arms = _arm_layout(p, geo.h, rng)
     ax, ay = arms.sample(ARM_PARTICLES, arms.width, rng)
     aw = np.full(ax.size, 1.0 / ax.size)
-    kx, ky, kw = _knots(p, arms, geo.h, rng)
+    kx, ky, kw = _knots(p, arms, geo.h, rng, deviate)
     points.add(*geo.disk_to_pix(ax, ay, 0.4 * geo.hz, frame, rng), {b: aw * f.arm[b] for b in BANDS})
     points.add(*geo.disk_to_pix(kx, ky, 0.3 * geo.hz, frame, rng), {b: kw * f.knot[b] for b in BANDS})
 
@@ -198,16 +200,16 @@ def _arm_layout(p, h, rng) -> _Arms:
                  width=rng.uniform(*ARM_WIDTH_H) * h)
 
 
-def _knots(p, arms: _Arms, h, rng):
+def _knots(p, arms: _Arms, h, rng, deviate: galsim.BaseDeviate):
     """In-plane (x, y, weight) of the knot particles: HII complexes, mostly on the arms,
+    the others following the disk (``galsim.RandomKnots`` of the face-on exponential),
     with the HII-region luminosity function dN/dL ~ L^-2; weights sum to 1."""
     nk = int(p["n_knots"])
     n_on = int(round(KNOTS_ON_ARMS * nk))
-    kx1, ky1 = arms.sample(n_on, 0.4 * arms.width, rng)
-    rr = rng.gamma(2.0, h, nk - n_on)
-    tt = rng.uniform(0, 2 * np.pi, rr.size)
-    kx = np.concatenate([kx1, rr * np.cos(tt)])
-    ky = np.concatenate([ky1, rr * np.sin(tt)])
+    kx, ky = arms.sample(n_on, 0.4 * arms.width, rng)
+    if nk > n_on:
+        off = galsim.RandomKnots(nk - n_on, profile=galsim.Exponential(scale_radius=h), rng=deviate).points
+        kx, ky = np.concatenate([kx, off[:, 0]]), np.concatenate([ky, off[:, 1]])
     lum = 1.0 / rng.uniform(1.0 / KNOT_LUMINOSITY_RANGE, 1.0, kx.size)
     size = rng.uniform(*KNOT_SIZE_ARCSEC, kx.size)
     n_sub = KNOT_PARTICLES

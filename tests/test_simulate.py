@@ -1,11 +1,15 @@
-"""Stage 00 (inclinet_utils.simulate): the synthetic sample's files, catalog, labels,
-physics sanity, determinism across worker counts, and refusal to overwrite."""
+"""Stage 00 (inclinet_utils.simulate and its simulate_* parts): the synthetic sample's
+files, catalog, labels, priors, physics sanity of each drawing part, determinism
+across worker counts, and refusal to overwrite."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
+
+import galsim
 
 import numpy as np
 import pandas as pd
@@ -13,6 +17,10 @@ import pytest
 from PIL import Image
 
 from inclinet_utils import catalog, simulate
+from inclinet_utils import simulate_display as display
+from inclinet_utils import simulate_field as field
+from inclinet_utils import simulate_galaxy as galaxy
+from inclinet_utils import simulate_observe as observe
 from inclinet_utils.simulate import SimulationError
 
 N_SMALL = 6
@@ -80,6 +88,11 @@ def test_catalog_round_trip_and_labels(sample):
     np.testing.assert_allclose(cat["inc_true"], table["inc_true"], atol=1e-4)
     finite = cat["b_a"].dropna()
     assert len(finite) >= N_SMALL - 1 and ((finite > 0) & (finite <= 1)).all()
+    summary = simulate.label_summary(cat).iloc[0]
+    assert summary["F"] + summary["0"] + summary["45-90"] == N_SMALL
+    assert summary["F"] == (cat["label"] == "F").sum() and summary["0"] == (cat["label"] == "0").sum()
+    assert summary["usable_fraction"] == round(summary["45-90"] / N_SMALL, 3)
+    assert sum(v for k, v in summary.items() if k.startswith("contam_")) == N_SMALL
 
 
 def test_labels_follow_catalog_rules_over_many_parameter_sets(tmp_path):
@@ -132,6 +145,15 @@ def test_physical_parameter_ranges():
     assert p["d25"].max() / p["d25"].min() > 3                       # a range of sizes
     assert p["mu0_r"].max() - p["mu0_r"].min() > 2.5                 # and of surface brightness
     assert p["pgc"].is_unique
+
+
+def test_one_prior_changes_only_its_own_column():
+    base = simulate.draw_parameters(400, seed=6)
+    thin = simulate.draw_parameters(400, seed=6, priors=dataclasses.replace(simulate.PRIORS, hz_hr=(0.1, 0.12)))
+    assert thin["hz_hr"].between(0.1, 0.12).all() and not base["hz_hr"].between(0.1, 0.12).all()
+    # The same random draws in the same order: everything else is unchanged.
+    others = [c for c in base.columns if c != "hz_hr"]
+    pd.testing.assert_frame_equal(base[others], thin[others])
 
 
 # --- determinism -----------------------------------------------------------------------
@@ -190,6 +212,80 @@ def test_sky_noise_at_sdss_depth():
     mu_1sigma = 22.5 - 2.5 * np.log10(sigma / img.scale ** 2)
     assert 24.0 < mu_1sigma < 24.7                                        # SDSS r: ~24.3-24.4
     assert abs(np.median(corner)) < 0.3 * sigma                            # sky subtracted
+
+
+def _frame(npix=101, scale=simulate.PIXEL_SCALE, fwhm=1.4):
+    psf = galsim.Kolmogorov(fwhm=fwhm)
+    return observe.Frame(npix=npix, scale=scale, psf=psf, fwhm_pix=fwhm / scale)
+
+
+def test_sky_and_noise_match_ccd_statistics():
+    # Flat source of 0.5 nmgy/pixel on a binned grid: after sky subtraction the mean is
+    # the source and the variance is Poisson (source + sky) plus the binned read noise.
+    scale, band = 2 * simulate.PIXEL_SCALE, "r"
+    model = np.full((300, 300), 0.5, dtype=np.float32)
+    out = observe.add_sky_and_noise(model, band, 0.0, scale, galsim.BaseDeviate(7))
+    assert out is model and out.dtype == np.float32
+    e = simulate.E_PER_NMGY[band]
+    sky = observe.sky_per_pixel(band, 0.0, scale)
+    expected_var = (0.5 + sky) / e + (simulate.READ_NOISE_E * 2) ** 2 / e ** 2
+    assert abs(out.mean() - 0.5) < 3 * math.sqrt(expected_var / out.size)
+    assert abs(out.var() / expected_var - 1) < 0.02
+
+
+def test_bright_star_stamps_are_clipped_to_the_frame():
+    frame = _frame()
+    row = dict(contam="", pa=0.0)
+    geo = galaxy.Geometry(inc=0.5, h=3.0, hz=0.6, r25=10.0, field=frame.npix * frame.scale,
+                          rot=galsim.Angle(0.0, galsim.degrees), dx=0.0, dy=0.0)
+    edge = (frame.npix - 1) / 2 * frame.scale          # arcsec from the centre to the last pixel centre
+
+    def stamped(x, y, m=15.5):
+        canvas = np.zeros((3, frame.npix, frame.npix), dtype=np.float32)
+        field.add_bright_stars(canvas, [(x, y, m, 0.5, 0.2)], row, geo, frame, np.random.default_rng(0))
+        return canvas
+
+    flux_r = observe.mag_to_nmgy(15.5)
+    centre, corner, outside = stamped(0.0, 0.0), stamped(edge, edge), stamped(3 * edge, 0.0)
+    assert 0.95 < centre[1].sum() / flux_r <= 1.0 + 1e-6           # the whole PSF, r band
+    np.testing.assert_allclose(centre.sum(axis=(1, 2)) / centre[1].sum(), [10 ** -0.2, 1, 10 ** 0.08], rtol=1e-4)
+    # On the corner pixel: only the stamp's lower-left quarter (to its centre row and column) lands.
+    half = frame.npix // 2
+    np.testing.assert_array_equal(corner[:, half:, half:], centre[:, :half + 1, :half + 1])
+    assert not corner[:, :half].any() and not corner[:, :, :half].any()
+    assert not outside.any()                                        # nothing outside, no error
+
+
+def test_knots_follow_the_disk_and_sum_to_one():
+    row = dict(n_knots=59, bar=False, n_arms=2, pitch_deg=20.0)
+    rng, dev = np.random.default_rng(3), galsim.BaseDeviate(3)
+    radii = []
+    for _ in range(40):
+        arms = galaxy._arm_layout(row, 4.0, rng)
+        kx, ky, kw = galaxy._knots(row, arms, 4.0, rng, dev)
+        assert kx.size == ky.size == kw.size == 59 * galaxy.KNOT_PARTICLES
+        assert math.isclose(kw.sum(), 1.0) and (kw > 0).all()
+        centres = np.hypot(kx.reshape(59, -1).mean(axis=1), ky.reshape(59, -1).mean(axis=1))
+        radii.append(centres[-(59 - round(0.7 * 59)):])            # the knots off the arms
+    r = np.concatenate(radii)
+    assert 1.8 * 4.0 < r.mean() < 2.4 * 4.0                         # exponential disk: <r> = 2 h
+
+
+def test_gray_stretch_puts_sky_at_chosen_level():
+    # Unit sky noise and a bright galaxy core: the sky lands at the chosen gray level with
+    # the chosen noise in gray levels, and the core saturates to black.
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:512, 0:512] - 255.5
+    image = (rng.normal(0.0, 1.0, (512, 512)) + 500.0 * np.exp(-0.5 * (xx ** 2 + yy ** 2) / 6.0 ** 2))
+    gray = display.gray_image(image.astype(np.float32), sky_level=235.0, noise_gl=10.0, sat_frac=1.0)
+    assert gray.dtype == np.uint8 and gray.shape == (512, 512)
+    border = np.concatenate([gray[:60].ravel(), gray[-60:].ravel()]).astype(float)
+    robust_sigma = 1.4826 * np.median(np.abs(border - np.median(border)))   # the 255 clip cuts the tail
+    assert abs(np.median(border) - 235) <= 1 and 9.3 < robust_sigma < 10.5
+    assert gray[256, 256] == 0 and gray[250:262, 250:262].mean() < 10
+    # A fainter galaxy (no core above 15 sky sigma) is stretched linearly and never saturates.
+    faint = display.gray_image(rng.normal(0.0, 1.0, (512, 512)).astype(np.float32), 235.0, 10.0, 1.0)
+    assert faint.min() > 0 and abs(np.median(faint) - 235) <= 1
 
 
 # --- refusing bad input ----------------------------------------------------------------
