@@ -1,148 +1,67 @@
-"""Stage 05: batch training of the registered CNN regressors, one augmented file per step.
+"""Stage 05: train the registered CNN regressors with `model.fit`, one augmented batch file per epoch.
 
-Owns the training loop over (model, Uset): the model stays in memory, each step
-streams one augmented batch file through tf.data for one epoch (the next file is
-read in a background thread meanwhile), evaluates on the fixed validation set, and
-hands a snapshot to a writer thread that atomically writes the checkpoint (weights,
-optimizer state, Dropout RNG state, step, history), then the evalDict JSON and the
-curve figure, while the next step trains. A killed run resumes from its last
-checkpoint with the same file order and the same random streams, so the step
-history has no gap or repeat. Also the run presets, the CLI for spreading single
-(model, Uset) trainings over machines, and the summary tables.
+Each (model, Uset) is one `model.fit` over a `train_dataset.BatchFileDataset`: epoch
+k trains on the whole file plan[k] of the seeded `step_plan` and is evaluated on the
+fixed validation set. Keras callbacks (`train_callbacks`) record each step's
+evalDict entry and timings, write the checkpoint (every model and optimizer
+variable, the next step, the history), the evalDict JSON, the curve figure, a CSV
+and a TensorBoard log. A killed run resumes with `initial_epoch` from its last
+checkpoint, with the same file order and random streams, so the history has no gap
+or repeat and the weights equal an uninterrupted run's. Also the CLI for spreading
+single (model, Uset) trainings over machines, and the summary tables.
+
+The training hyperparameters (`training_batch_size`, `learning_rate`, `bn_momentum`,
+`n_passes`, `output_activation`, `mixed_precision`) pass through `train_all`,
+`train_model` and the CLI alike.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import gc
 import json
 import os
-import re
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from . import io as iio
+from . import layout
 from .presets import PRESETS
-
-SALT = 5005  # stage 05's entry in the run seed sequence
-_ORDER, _INIT, _STEP = 1, 2, 3  # sub-streams: file order per pass, initial weights, per-step randomness
+from .train_files import INIT, TrainInputError, int_seed, load_arrays, step_plan, uset_files  # noqa: F401
 
 HISTORY_KEYS = ("loss", "mse", "mae", "val_loss", "val_mse", "val_mae", "batchNo", "batchFile")
-_BATCH_FILE = re.compile(r"^(?P<size>\d+)x(?P=size)_train_aug_(?P<nn>\d+)\.npz$")
-_USET_DIR = re.compile(r"^Uset_(?P<uset>\d{3})_npz$")
-
-
-class TrainInputError(ValueError):
-    """An augmented file, parameter or existing training folder the stage cannot use."""
+# Parameters added after the first checkpoints were written: their value in those.
+_PARAM_DEFAULTS = {"output_activation": "tanh", "mixed_precision": None, "target_range": [-1.0, 1.0]}
 
 
 # ---- run folder layout --------------------------------------------------------
 
 def uset_name(uset: int) -> str:
-    return f"Uset_{int(uset):03d}"
+    return layout.uset_name(uset)
 
 
 def training_paths(run_dir, model_name: str, uset: int) -> dict[str, Path]:
-    """Files of one (model, Uset) training under models/."""
-    models_dir = iio.run_paths(run_dir)["models"]
-    stem = f"{uset_name(uset)}_{model_name}"
-    ckpt_dir = models_dir / f"{stem}_ckpt"
-    return {
-        "ckpt_dir": ckpt_dir,
-        "eval_dict": ckpt_dir / f"{stem}_evalDict.json",
-        "eval_fig": ckpt_dir / f"{stem}_evalFig.jpg",
-        "checkpoint": ckpt_dir / f"{stem}_checkpoint.npz",
-        "params": ckpt_dir / f"{stem}_params.json",
-        "final": models_dir / f"{stem}.keras",
-    }
+    """Files of one (model, Uset) training under the run's models/ folder."""
+    return layout.training_paths(layout.run_paths(run_dir)["models"], model_name, uset)
 
 
 def find_usets(run_dir, size: int) -> list[int]:
     """Uset indices that have at least one augmented batch file of this size."""
-    aug = iio.run_paths(run_dir)["augmented"]
-    found = []
-    if aug.is_dir():
-        for d in sorted(aug.iterdir()):
-            m = _USET_DIR.match(d.name)
-            if m and d.is_dir() and any(_is_batch_file(p, size) for p in d.iterdir()):
-                found.append(int(m["uset"]))
-    return found
-
-
-def _is_batch_file(path: Path, size: int) -> bool:
-    m = _BATCH_FILE.match(path.name)
-    return bool(m) and int(m["size"]) == size
+    return layout.find_usets(layout.run_paths(run_dir)["augmented"], size)
 
 
 def batch_files(run_dir, uset: int, size: int) -> list[Path]:
     """The augmented training files of one Uset, sorted by batch number."""
-    d = iio.run_paths(run_dir)["augmented"] / f"{uset_name(uset)}_npz"
-    files = sorted((p for p in d.glob(f"{size}x{size}_train_aug_*.npz") if _is_batch_file(p, size)),
-                   key=lambda p: int(_BATCH_FILE.match(p.name)["nn"]))
-    if not files:
-        raise FileNotFoundError(
-            f"no augmented batch files {d}/{size}x{size}_train_aug_<NN>.npz; run stage 04 "
-            f"(04_augment) with size={size} first")
-    return files
+    return uset_files(run_dir, uset, size)[0]
 
 
 def validation_file(run_dir, size: int) -> Path:
-    path = iio.run_paths(run_dir)["augmented"] / f"{size}x{size}_validation_aug.npz"
-    if not path.is_file():
-        raise FileNotFoundError(f"validation set {path} does not exist; run stage 04 with size={size} first")
-    return path
+    return layout.validation_file(layout.run_paths(run_dir)["augmented"], size)
 
 
-def batch_number(path: Path) -> int:
-    return int(_BATCH_FILE.match(Path(path).name)["nn"])
-
-
-def load_arrays(path, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(images (N,S,S,3) uint8, inclinations (N,) int) of an augmented npz, checked."""
-    path = Path(path)
-    try:
-        with np.load(path) as z:
-            missing = [k for k in ("images", "labels") if k not in z.files]
-            if missing:
-                raise TrainInputError(f"{path} lacks array(s) {missing}; found {z.files}")
-            images, labels = z["images"], z["labels"]
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, TrainInputError):
-            raise
-        raise TrainInputError(f"{path} is not a readable npz file: {exc}") from exc
-    if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3):
-        raise TrainInputError(
-            f"{path}: images are {images.dtype} {images.shape}; expected uint8 (N, {size}, {size}, 3)")
-    if labels.shape != images.shape[:1]:
-        raise TrainInputError(f"{path}: labels have shape {labels.shape}; expected ({len(images)},)")
-    if len(labels) == 0:
-        raise TrainInputError(f"{path} holds no images")
-    if not np.all((labels >= 45) & (labels <= 90)):
-        bad = labels[(labels < 45) | (labels > 90)][:5]
-        raise TrainInputError(f"{path}: labels {bad.tolist()} outside the 45-90 degree inclination range")
-    return images, labels
-
-
-# ---- determinism --------------------------------------------------------------
-
-def _rng(seed: int, *stream: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), SALT, *map(int, stream)]))
-
-
-def _int_seed(seed: int, *stream: int) -> int:
-    return int(np.random.SeedSequence([int(seed), SALT, *map(int, stream)]).generate_state(1)[0] >> 1)
-
-
-def step_plan(n_files: int, n_passes: int, seed: int, uset: int) -> list[tuple[int, int]]:
-    """(pass, file index) of every step: each pass visits all files in its own seeded order."""
-    plan = []
-    for p in range(n_passes):
-        plan += [(p, int(i)) for i in _rng(seed, _ORDER, uset, p).permutation(n_files)]
-    return plan
+def batch_number(path) -> int:
+    return layout.batch_number(path)
 
 
 # ---- TensorFlow set-up ----------------------------------------------------------
@@ -174,85 +93,11 @@ def get_strategy():
     return tf.distribute.get_strategy()
 
 
-def make_dataset(images, targets, batch_size: int):
-    """One file as a tf.data pipeline: slices -> batch -> prefetch (pixels stay uint8)."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch_size)
-    options = tf.data.Options()
-    # in-memory data: under MirroredStrategy split each batch between the GPUs (no files to shard)
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
-
-
-class ValidationSet:
-    """The fixed augmented validation set, read once and kept as a cached tf.data pipeline."""
-
-    def __init__(self, path, size: int, batch_size: int):
-        import tensorflow as tf
-
-        from .models import inclination_to_target
-
-        images, labels = load_arrays(path, size)
-        self.path, self.n = Path(path), len(labels)
-        self.dataset = make_dataset(tf.constant(images), tf.constant(inclination_to_target(labels)),
-                                    batch_size).cache()
-
-
-# ---- checkpoint ---------------------------------------------------------------
-
-def _variables(model) -> list:
-    # model.variables includes BatchNorm statistics and the Dropout seed-generator states.
-    return list(model.variables) + list(model.optimizer.variables)
-
-
-def snapshot(model) -> tuple[list[np.ndarray], int]:
-    """Copies of every model and optimizer variable (and how many belong to the model)."""
-    return [np.array(v.numpy()) for v in _variables(model)], len(model.variables)
-
-
-def save_checkpoint(path: Path, model_or_snapshot, next_step: int, history: dict, params: dict) -> None:
-    """Write weights, optimizer state, RNG state, next step and history in one atomic npz.
-
-    Uncompressed: zlib on float weights costs ~1 s per step for ~3% of the size.
-    """
-    values, n_model = (model_or_snapshot if isinstance(model_or_snapshot, tuple)
-                       else snapshot(model_or_snapshot))
-    arrays = {f"v{i:04d}": v for i, v in enumerate(values)}
-    arrays["n_model_variables"] = np.int64(n_model)
-    arrays["next_step"] = np.int64(next_step)
-    arrays["history_json"] = np.array(json.dumps(history, default=iio._json_default))
-    arrays["params_json"] = np.array(json.dumps(params, default=iio._json_default))
-    with iio.atomic_path(path, overwrite=True) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-
-def load_checkpoint(path: Path, model) -> tuple[int, dict, dict]:
-    """Restore a checkpoint into a built, compiled model; returns (next_step, history, params)."""
-    opt = model.optimizer
-    if not opt.built:
-        opt.build(model.trainable_variables)
-    variables = _variables(model)
-    with np.load(path) as z:
-        n_saved = sum(1 for k in z.files if re.fullmatch(r"v\d{4}", k))
-        if n_saved != len(variables) or int(z["n_model_variables"]) != len(model.variables):
-            raise TrainInputError(
-                f"checkpoint {path} holds {n_saved} variables; the model has {len(variables)} "
-                "(different model or size?)")
-        for i, v in enumerate(variables):
-            value = z[f"v{i:04d}"]
-            if tuple(value.shape) != tuple(v.shape):
-                raise TrainInputError(f"checkpoint {path}: variable {v.path} has shape {value.shape}, "
-                                      f"the model expects {tuple(v.shape)}")
-            v.assign(value)
-        return int(z["next_step"]), json.loads(str(z["history_json"])), json.loads(str(z["params_json"]))
-
-
 def save_keras_atomic(model, path: Path) -> Path:
     """model.save under a temporary *.keras name (Keras insists on the suffix), then rename."""
     path = Path(path)
-    iio._check_new(path, overwrite=False)
+    if path.exists():
+        raise FileExistsError(f"{path} already exists; refusing to overwrite it (use a new run folder)")
     tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}.keras")
     try:
         model.save(tmp)
@@ -267,190 +112,173 @@ def save_keras_atomic(model, path: Path) -> Path:
 
 def load_history(run_dir, model_name: str, uset: int) -> dict[int, dict]:
     """The evalDict of one training as {step: entry} (empty if it has not started)."""
+    from . import io as iio
+
     path = training_paths(run_dir, model_name, uset)["eval_dict"]
     if not path.is_file():
         return {}
     return {int(k): v for k, v in iio.read_json(path).items()}
 
 
-def _write_products(paths: dict, history: dict, title: str, figure=True) -> float:
-    """evalDict JSON, then the curve figure; returns the seconds spent.
+# ---- one training ---------------------------------------------------------------
 
-    `figure`: False for none, True for a new Figure, or a Figure to redraw (reusing
-    one avoids a garbage figure per step: they are reference cycles, which only
-    the rare full garbage collections free, so memory would creep up step by step).
-    """
-    t = time.perf_counter()
-    iio.write_json(paths["eval_dict"], history, overwrite=True)
-    if figure is not False:
-        from .plots import training_curves
+def check_hyperparameters(model_name: str, size, n_passes, training_batch_size, learning_rate,
+                          bn_momentum, output_activation, mixed_precision) -> None:
+    """Raise TrainInputError naming the first value one training cannot use."""
+    from .models import ModelError, check_build_options
 
-        fig = training_curves({int(k): v for k, v in history.items()}, title=title, figsize=(7, 2.6),
-                              fig=None if figure is True else figure)
-        iio.save_figure(fig, paths["eval_fig"], dpi=80)
-    return time.perf_counter() - t
+    for name, v in (("size", size), ("n_passes", n_passes), ("training_batch_size", training_batch_size)):
+        if isinstance(v, bool) or int(v) != v or v < 1:
+            raise TrainInputError(f"{name}={v!r}: expected a positive integer")
+    if not learning_rate > 0:
+        raise TrainInputError(f"learning_rate={learning_rate!r}: expected a positive number")
+    try:
+        check_build_options(model_name, size, bn_momentum=bn_momentum, output_activation=output_activation,
+                            mixed_precision=mixed_precision)
+    except ModelError as exc:
+        raise TrainInputError(str(exc)) from exc
 
 
-# ---- training -----------------------------------------------------------------
+def training_params(model_name, uset, size, n_passes, training_batch_size, learning_rate, seed,
+                    bn_momentum, output_activation, mixed_precision, files, val_path) -> dict:
+    """The parameters of one training, as written to <stem>_params.json and the checkpoint."""
+    from .models import TARGET_RANGE
+
+    return {"model": model_name, "uset": int(uset), "size": int(size), "n_passes": int(n_passes),
+            "training_batch_size": int(training_batch_size), "learning_rate": float(learning_rate),
+            "seed": int(seed), "bn_momentum": float(bn_momentum), "output_activation": output_activation,
+            "mixed_precision": mixed_precision, "target_range": [float(t) for t in TARGET_RANGE],
+            "batch_files": [f.name for f in files], "validation_file": val_path.name}
+
 
 def _check_params(path: Path, saved: dict, params: dict) -> None:
     for key, value in params.items():
-        if saved.get(key) != value:
+        if saved.get(key, _PARAM_DEFAULTS.get(key)) != value:
             raise TrainInputError(
                 f"{path}: the training being resumed has {key}={saved.get(key)!r}, this call "
                 f"{key}={value!r}; use the same parameters or a new run folder")
 
 
-def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
-                training_batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 42,
-                resume: bool = True, progress: bool = True, max_steps: int | None = None,
-                validation: ValidationSet | None = None, figure: bool = True,
-                bn_momentum: float = 0.9) -> dict:
-    """Train one (model, Uset) for n_passes over its augmented files; returns a summary.
+def _build(params: dict, n_steps: int, updates_per_step: int):
+    """The compiled model under the device strategy, its optimizer built (same initial weights every time).
 
-    Step k (0-based) trains one epoch on file plan[k]; the evalDict entry, the
-    checkpoint and the figure are written after each step. With resume=True an
-    existing checkpoint is continued (parameters must match); with resume=False
-    an existing training folder is an error. `max_steps` stops after that many
-    completed steps in total (the run can be resumed later), e.g. for job time limits.
-    bn_momentum: BatchNorm moving-average momentum; 0.9 because a laptop run makes too
-    few updates for the original's 0.99 statistics to settle (production preset: 0.99).
+    Cosine decay of the rate to a tenth over the whole training: with a constant rate the
+    step-to-step scatter dominates the final error of short runs. It follows the
+    optimizer's own iteration count, so a resumed training continues it exactly.
     """
     import keras
-    import tensorflow as tf
 
-    from .models import DEG_PER_TARGET, MODELS, build_model, inclination_to_target
+    from .models import build_model
 
-    if model_name not in MODELS:
-        raise TrainInputError(f"unknown model {model_name!r}; expected one of {sorted(MODELS)}")
-    for name, v in (("size", size), ("n_passes", n_passes), ("training_batch_size", training_batch_size)):
-        if int(v) != v or v < 1:
-            raise TrainInputError(f"{name}={v!r}: expected a positive integer")
-    if not learning_rate > 0:
-        raise TrainInputError(f"learning_rate={learning_rate!r}: expected a positive number")
-    files = batch_files(run_dir, uset, size)
-    val_path = validation_file(run_dir, size)
-    paths = training_paths(run_dir, model_name, uset)
-    plan = step_plan(len(files), n_passes, seed, uset)
-    n_steps = len(plan)
-    params = {"model": model_name, "uset": int(uset), "size": int(size), "n_passes": int(n_passes),
-              "training_batch_size": int(training_batch_size), "learning_rate": float(learning_rate),
-              "seed": int(seed), "bn_momentum": float(bn_momentum),
-              "batch_files": [f.name for f in files], "validation_file": val_path.name}
-    title = f"{uset_name(uset)} {model_name}"
-
-    if paths["final"].exists():
-        if not resume:
-            raise FileExistsError(f"{paths['final']} already exists; use resume=True or a new run folder")
-        history = load_history(run_dir, model_name, uset)
-        return _summary(params, paths, history, n_steps, done=True)
-    if paths["checkpoint"].exists() and not resume:
-        raise FileExistsError(f"{paths['checkpoint']} already exists (a started training); "
-                              "use resume=True to continue it, or a new run folder")
-
-    # Cosine decay of the rate to a tenth over the whole training: with a constant rate
-    # the step-to-step scatter dominates the final error of short runs. It follows the
-    # optimizer's own iteration count, so a resumed training continues it exactly.
-    with np.load(files[0]) as first:
-        updates_per_step = -(-len(first["labels"]) // training_batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate, decay_steps=max(1, n_steps * updates_per_step), alpha=0.1)
-    strategy = get_strategy()
-    keras.utils.set_random_seed(_int_seed(seed, _INIT, uset))  # same initial weights on resume
-    with strategy.scope():
-        model = build_model(model_name, size, learning_rate=schedule, bn_momentum=bn_momentum)
+        params["learning_rate"], decay_steps=max(1, n_steps * updates_per_step), alpha=0.1)
+    keras.utils.set_random_seed(int_seed(params["seed"], INIT, params["uset"]))
+    with get_strategy().scope():
+        model = build_model(params["model"], params["size"], learning_rate=schedule,
+                            bn_momentum=params["bn_momentum"], output_activation=params["output_activation"],
+                            mixed_precision=params["mixed_precision"])
         model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def _restore(model, paths: dict, params: dict) -> tuple[int, dict]:
+    """(next step, history) from an existing checkpoint, else (0, {}); readies the folder."""
+    from . import io as iio
+    from .train_callbacks import load_checkpoint, trim_csv_log
+
     start, history = 0, {}
     if paths["checkpoint"].exists():
-        start, history, saved = load_checkpoint(paths["checkpoint"], model)
-        _check_params(paths["checkpoint"], saved, params)
+        start, history, _ = load_checkpoint(paths["checkpoint"], model)
         history = {str(k): v for k, v in history.items() if int(k) < start}
     paths["ckpt_dir"].mkdir(parents=True, exist_ok=True)
     for stale in paths["ckpt_dir"].glob(".*.partial-*"):  # left by a killed writer
         stale.unlink()
+    trim_csv_log(paths["csv_log"], start)
     if start == 0:  # a fresh start (or one killed before its first checkpoint)
         iio.write_json(paths["params"], params, overwrite=True)
-    if start > 0:  # the JSON may lag the checkpoint by one step if killed in between
-        _write_products(paths, history, title, figure)
+    return start, history
 
+
+def _fit(model, params, paths, files, plan, start, stop, history, validation, progress, figure) -> None:
+    """model.fit over epochs start..stop-1, one batch file each, with the stage's callbacks."""
+    from .models import DEG_PER_TARGET
+    from .train_callbacks import BackgroundWriter, training_callbacks
+    from .train_dataset import BatchFileDataset
+
+    title = f"{uset_name(params['uset'])} {params['model']}"
+    dataset = BatchFileDataset(files, plan, params["size"], params["training_batch_size"], params["seed"],
+                               params["uset"], start=start, stop=stop)
+    writer = BackgroundWriter()
+    # The checkpoint writer collects garbage after every step (train_callbacks); with the
+    # objects alive now (TF, Keras, the model) frozen out of the collector that takes
+    # milliseconds instead of seconds.
+    gc.collect()
+    gc.freeze()
+    try:
+        callbacks = training_callbacks(paths, history, params, plan, files, dataset, writer, title,
+                                       DEG_PER_TARGET, figure=figure, progress=progress)
+        # shuffle=False: the dataset shuffles each file itself, with the step's seeded stream
+        model.fit(dataset, epochs=stop, initial_epoch=start, validation_data=validation.dataset,
+                  shuffle=False, verbose=0, callbacks=callbacks)
+    finally:
+        gc.unfreeze()
+        writer.close()
+        dataset.close()
+
+
+def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
+                training_batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 42,
+                resume: bool = True, progress: bool = True, max_steps: int | None = None,
+                validation=None, figure: bool = True, bn_momentum: float = 0.9,
+                output_activation: str = "tanh", mixed_precision: str | None = None) -> dict:
+    """Train one (model, Uset) for n_passes over its augmented files; returns a summary.
+
+    Step k (0-based) is epoch k of one `model.fit`: it trains on file plan[k]; the
+    evalDict entry, checkpoint, figure and logs are written after each step. With
+    resume=True an existing checkpoint is continued (parameters must match); with
+    resume=False an existing training folder is an error. `max_steps` stops after that
+    many completed steps in total (the run can be resumed later), e.g. for job time
+    limits. bn_momentum: BatchNorm moving-average momentum; 0.9 because a laptop run
+    makes too few updates for the original's 0.99 statistics to settle (production
+    preset: 0.99). output_activation ('tanh', 'linear') and mixed_precision (None,
+    'mixed_bfloat16', 'mixed_float16'): see `models.build_model`. `validation`: a
+    `train_dataset.ValidationSet` to reuse (train_all passes one to all trainings).
+    """
+    import keras
+
+    check_hyperparameters(model_name, size, n_passes, training_batch_size, learning_rate, bn_momentum,
+                          output_activation, mixed_precision)
+    files, val_path = uset_files(run_dir, uset, size)
+    paths = training_paths(run_dir, model_name, uset)
+    plan = step_plan(len(files), n_passes, seed, uset)
+    params = training_params(model_name, uset, size, n_passes, training_batch_size, learning_rate, seed,
+                             bn_momentum, output_activation, mixed_precision, files, val_path)
+    if paths["final"].exists():
+        if not resume:
+            raise FileExistsError(f"{paths['final']} already exists; use resume=True or a new run folder")
+        return _summary(params, paths, load_history(run_dir, model_name, uset), len(plan), done=True)
+    if paths["checkpoint"].exists() and not resume:
+        raise FileExistsError(f"{paths['checkpoint']} already exists (a started training); "
+                              "use resume=True to continue it, or a new run folder")
+    if paths["checkpoint"].exists():
+        from .train_callbacks import checkpoint_params
+
+        _check_params(paths["checkpoint"], checkpoint_params(paths["checkpoint"]), params)
+    from .train_files import batches_per_file
+
+    model = _build(params, len(plan), batches_per_file(files, training_batch_size))
+    start, history = _restore(model, paths, params)
     if validation is None or validation.path != val_path:
+        from .train_dataset import ValidationSet
+
         validation = ValidationSet(val_path, size, training_batch_size)
-    stop = n_steps if max_steps is None else min(n_steps, int(max_steps))
-
-    def prepare(step: int):
-        # Runs in the loader thread: read + check the file, shuffle it with the step's
-        # own stream, hand tensors to TF, so step k+1's I/O overlaps step k's training.
-        x, inc = load_arrays(files[plan[step][1]], size)
-        order = _rng(seed, _STEP, uset, step).permutation(len(inc))
-        return tf.constant(x[order]), tf.constant(inclination_to_target(inc[order])), len(inc)
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=n_steps, initial=start, desc=f"05_train {title}", disable=not progress)
-    t_prev = time.perf_counter()
-    t_save = 0.0
-    pending = None
-    if figure:
-        from matplotlib.figure import Figure
-
-        figure = Figure(figsize=(7, 2.6))  # redrawn by the writer thread after every step
-
-    def save_step(state, next_step, hist):
-        # Checkpoint first, JSON second: the checkpoint carries the history, so a
-        # kill in between is repaired from it on resume.
-        save_checkpoint(paths["checkpoint"], state, next_step, hist, params)
-        _write_products(paths, hist, title, figure)
-        # Each step leaves reference cycles (Keras/TF exception frames, figure artists)
-        # holding up to a batch file's tensors; the rare automatic full collections
-        # let memory creep up by several MB per step, so collect here, off the main thread.
-        gc.collect()
-
-    # Two helper threads: `loader` reads the next file, `writer` saves the last step,
-    # both while the main thread trains; at most one file ahead and one save in flight.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as loader, \
-            concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
-        future = loader.submit(prepare, start) if start < stop else None
-        for step in range(start, stop):
-            t0 = time.perf_counter()
-            x, y, n_img = future.result()
-            if step + 1 < stop:
-                future = loader.submit(prepare, step + 1)
-            t1 = time.perf_counter()
-            # Every random stream of the step (Python, NumPy, TF, Keras) restarts from (seed, step).
-            keras.utils.set_random_seed(_int_seed(seed, _STEP, uset, step))
-            fit = model.fit(make_dataset(x, y, training_batch_size), epochs=1, verbose=0, shuffle=False)
-            t2 = time.perf_counter()
-            val = model.evaluate(validation.dataset, verbose=0, return_dict=True)
-            t3 = time.perf_counter()
-            del x, y
-            p, i = plan[step]
-            entry = {k: float(fit.history[k][-1]) for k in ("loss", "mse", "mae")}
-            entry.update({f"val_{k}": float(val[k]) for k in ("loss", "mse", "mae")})
-            entry.update({
-                "batchNo": batch_number(files[i]), "batchFile": files[i].name, "pass": p,
-                "mae_deg": entry["mae"] * DEG_PER_TARGET, "val_mae_deg": entry["val_mae"] * DEG_PER_TARGET,
-                "n_images": n_img,
-                # time_s: the full step period (previous step's saving included)
-                "time_s": t3 - t_prev, "time_data_s": t1 - t0, "time_fit_s": t2 - t1,
-                "time_eval_s": t3 - t2, "time_save_s": t_save,
-            })
-            t_prev = t3
-            history[str(step)] = entry
-            state = snapshot(model)  # the writer must not see the next step's updates
-            if pending is not None:
-                pending.result()  # previous save done (and its errors raised) before the next
-            pending = writer.submit(save_step, state, step + 1, dict(history))
-            t_save = time.perf_counter() - t3  # what the step waited for: snapshot + previous save
-            bar.update(1)
-            bar.set_postfix(val_mae_deg=f"{entry['val_mae_deg']:.2f}")
-        if pending is not None:
-            pending.result()
-    bar.close()
-
-    done = stop == n_steps
+    stop = len(plan) if max_steps is None else min(len(plan), int(max_steps))
+    if start < stop:
+        _fit(model, params, paths, files, plan, start, stop, history, validation, progress, figure)
+    done = stop == len(plan)
     if done:
         save_keras_atomic(model, paths["final"])
-    summary = _summary(params, paths, {int(k): v for k, v in history.items()}, n_steps, done)
+    summary = _summary(params, paths, {int(k): v for k, v in history.items()}, len(plan), done)
     del model
     keras.backend.clear_session()
     return summary
@@ -463,38 +291,49 @@ def _summary(params: dict, paths: dict, history: dict, n_steps: int, done: bool)
             "final_model": str(paths["final"]) if done else None}
 
 
+def _requested_usets(run_dir, usets, size: int) -> list[int]:
+    """The Uset indices to train (usets=[]: all present), each checked to have files."""
+    augmented = layout.run_paths(run_dir)["augmented"]
+    present = find_usets(run_dir, size)
+    usets = [int(u) for u in ([usets] if isinstance(usets, int) else list(usets))] or present
+    if not usets:
+        raise FileNotFoundError(
+            f"no augmented training files {augmented}/Uset_<jjj>_npz/{layout.size_tag(size)}_train_aug_<NN>.npz; "
+            f"run stage 04 with size={size} first")
+    missing = [u for u in usets if u not in present]
+    if missing:
+        raise FileNotFoundError(f"Uset(s) {missing} have no {size}x{size} augmented files in {augmented}; "
+                                f"present: {present}")
+    return usets
+
+
 def train_all(run_dir, models, usets, size: int, n_passes: int, training_batch_size: int = 64,
               learning_rate: float = 1e-3, seed: int = 42, resume: bool = True,
-              progress: bool = True, max_steps: int | None = None, bn_momentum: float = 0.9) -> list[dict]:
-    """Train every requested model on every requested Uset (usets=[]: all present), in turn."""
-    configure_threads()
+              progress: bool = True, max_steps: int | None = None, bn_momentum: float = 0.9,
+              output_activation: str = "tanh", mixed_precision: str | None = None) -> list[dict]:
+    """Train every requested model on every requested Uset (usets=[]: all present), in turn.
+
+    Every value is checked before the first training starts.
+    """
     from .models import MODELS
 
     models = [models] if isinstance(models, str) else list(models)
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise TrainInputError(f"models {models}: expected a non-empty list from {sorted(MODELS)}")
-    present = find_usets(run_dir, size)
-    usets = [int(u) for u in ([usets] if isinstance(usets, int) else list(usets))] or present
-    if not usets:
-        raise FileNotFoundError(
-            f"no augmented training files {iio.run_paths(run_dir)['augmented']}/Uset_<jjj>_npz/"
-            f"{size}x{size}_train_aug_<NN>.npz; run stage 04 with size={size} first")
-    missing = [u for u in usets if u not in present]
-    if missing:
-        raise FileNotFoundError(f"Uset(s) {missing} have no {size}x{size} augmented files in "
-                                f"{iio.run_paths(run_dir)['augmented']}; present: {present}")
-    validation_file(run_dir, size)  # fail before any training starts
-    validation = None
-    summaries = []
-    for uset in usets:
-        for name in models:
-            if validation is None:
-                validation = ValidationSet(validation_file(run_dir, size), size, training_batch_size)
-            summaries.append(train_model(run_dir, name, uset, size, n_passes, training_batch_size,
-                                         learning_rate, seed, resume, progress, max_steps, validation,
-                                         bn_momentum=bn_momentum))
-    return summaries
+    for name in models:
+        check_hyperparameters(name, size, n_passes, training_batch_size, learning_rate, bn_momentum,
+                              output_activation, mixed_precision)
+    usets = _requested_usets(run_dir, usets, size)
+    val_path = validation_file(run_dir, size)  # fail before any training starts
+    configure_threads()
+    from .train_dataset import ValidationSet
+
+    validation = ValidationSet(val_path, size, training_batch_size)
+    kw = dict(training_batch_size=training_batch_size, learning_rate=learning_rate, seed=seed,
+              resume=resume, progress=progress, max_steps=max_steps, validation=validation,
+              bn_momentum=bn_momentum, output_activation=output_activation, mixed_precision=mixed_precision)
+    return [train_model(run_dir, name, uset, size, n_passes, **kw) for uset in usets for name in models]
 
 
 # ---- tables for the notebook -----------------------------------------------------
@@ -549,33 +388,46 @@ def timing_table(run_dir, models, usets):
 
 # ---- command line -----------------------------------------------------------------
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+_OPTIONS = ("models", "size", "n_passes", "training_batch_size", "learning_rate", "bn_momentum",
+            "output_activation", "mixed_precision")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .models import MIXED_PRECISION, OUTPUT_ACTIVATIONS
+
+    p = argparse.ArgumentParser(
         description="Stage 05: train (model, Uset) pairs on a run's augmented files; resumable.")
-    parser.add_argument("--run-dir", required=True, help="run folder (outputs/<run>)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="parameter set; options below override it")
-    parser.add_argument("--models", nargs="+", help="models to train (default: preset or model4 model6)")
-    parser.add_argument("--usets", nargs="*", type=int, default=[], help="Uset indices; none = all present")
-    parser.add_argument("--size", type=int, help="image size in pixels (default 128)")
-    parser.add_argument("--n-passes", type=int, help="passes over the batch files")
-    parser.add_argument("--training-batch-size", type=int, help="images per gradient step (default 64)")
-    parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default 1e-3)")
-    parser.add_argument("--bn-momentum", type=float, help="BatchNorm momentum (laptop 0.9, production 0.99)")
-    parser.add_argument("--seed", type=int, default=42, help="random seed of the run")
-    parser.add_argument("--no-resume", action="store_true", help="refuse to continue existing trainings")
-    parser.add_argument("--max-steps", type=int, help="stop each training after this many steps")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    values = dict(PRESETS["laptop"])
+    p.add_argument("--run-dir", required=True, help="run folder (outputs/<run>)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="parameter set; options below override it")
+    p.add_argument("--models", nargs="+", help="models to train (default: the preset's)")
+    p.add_argument("--usets", nargs="*", type=int, default=[], help="Uset indices; none = all present")
+    p.add_argument("--size", type=int, help="image size in pixels (default 128)")
+    p.add_argument("--n-passes", type=int, help="passes over the batch files")
+    p.add_argument("--training-batch-size", type=int, help="images per gradient step (default 64)")
+    p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--bn-momentum", type=float, help="BatchNorm momentum (laptop 0.9, production 0.99)")
+    p.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, help="output unit (default tanh)")
+    p.add_argument("--mixed-precision", choices=[m for m in MIXED_PRECISION if m],
+                   help="Keras mixed-precision policy (default: float32)")
+    p.add_argument("--seed", type=int, default=42, help="random seed of the run")
+    p.add_argument("--no-resume", action="store_true", help="refuse to continue existing trainings")
+    p.add_argument("--max-steps", type=int, help="stop each training after this many steps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    values = {"output_activation": "tanh", "mixed_precision": None, **PRESETS["laptop"]}
     if args.preset:
         values.update(PRESETS[args.preset])
-    for key in ("models", "size", "n_passes", "training_batch_size", "learning_rate", "bn_momentum"):
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
+    values.update({k: getattr(args, k) for k in _OPTIONS if getattr(args, k) is not None})
     summaries = train_all(args.run_dir, values["models"], args.usets, values["size"], values["n_passes"],
                           values["training_batch_size"], values["learning_rate"], args.seed,
                           resume=not args.no_resume, progress=not args.no_progress,
-                          max_steps=args.max_steps, bn_momentum=values["bn_momentum"])
+                          max_steps=args.max_steps, bn_momentum=values["bn_momentum"],
+                          output_activation=values["output_activation"],
+                          mixed_precision=values["mixed_precision"])
     for s in summaries:
         print(json.dumps(s))
     return 0

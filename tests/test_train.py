@@ -1,7 +1,9 @@
-"""Stage 05 training loop: learning, step history, checkpoints, resume after SIGKILL, bad input."""
+"""Stage 05 training (model.fit over one batch file per epoch): learning, step history, logs,
+checkpoints, exact resume after SIGKILL, hyperparameters, bad input."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -14,7 +16,9 @@ import keras
 import numpy as np
 import pytest
 
-from inclinet_utils import train
+from inclinet_utils import layout, train, train_files
+from inclinet_utils.train_callbacks import trim_csv_log
+from inclinet_utils.train_dataset import BatchFileDataset
 from inclinet_utils.models import DEG_PER_TARGET, target_to_inclination
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,6 +50,17 @@ def _assert_complete_history(run_dir, model, uset, n_files, n_passes, seed):
         for k in train.HISTORY_KEYS + ("mae_deg", "val_mae_deg", "time_s"):
             assert k in e
         assert e["val_mae_deg"] == pytest.approx(e["val_mae"] * DEG_PER_TARGET)
+        parts = e["time_save_s"] + e["time_data_s"] + e["time_fit_s"] + e["time_eval_s"]
+        assert 0 < parts <= e["time_s"] * 1.001 + 1e-3
+    # Keras' CSVLogger: one row per step, none repeated, the same numbers as the evalDict
+    with open(paths["csv_log"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == list(range(len(plan)))
+    for r in rows:
+        for k in ("loss", "mae", "val_mae", "val_mse"):
+            assert float(r[k]) == pytest.approx(hist[int(r["epoch"])][k], rel=1e-6)
+    assert list((paths["tensorboard"] / "train").glob("events.out.tfevents.*"))
+    assert list((paths["tensorboard"] / "validation").glob("events.out.tfevents.*"))
     return hist
 
 
@@ -127,7 +142,7 @@ def test_sigkill_then_resume_has_complete_duplicate_free_history(tiny_run, tmp_p
     proc = subprocess.Popen([sys.executable, "-m", "inclinet_utils.train", *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     paths = train.training_paths(run, "model4", 0)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 600  # generous: the test machine may be shared
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             if paths["eval_dict"].exists() and len(json.loads(paths["eval_dict"].read_text())) >= 3:
@@ -168,11 +183,106 @@ def test_bad_input_is_refused_before_writing(tmp_path):
         train.train_all(tmp_path, ["model9"], [], S, n_passes=1, progress=False)
     with pytest.raises(FileNotFoundError, match=r"\[3\]"):
         train.train_all(tmp_path, ["model4"], [3], S, n_passes=1, progress=False)
-    bad = tmp_path / "augmented" / "Uset_000_npz" / f"{S}x{S}_train_aug_02.npz"
+    bad = layout.batch_path(layout.run_paths(tmp_path)["augmented"], 0, S, 2)
     np.savez(bad, images=np.zeros((4, S, S), np.uint8), labels=np.full(4, 60))
     with pytest.raises(train.TrainInputError, match="train_aug_02.npz"):
         train.load_arrays(bad, S)
     np.savez(bad, images=np.zeros((4, S, S, 3), np.uint8), labels=np.array([60, 61, 30, 70]))
     with pytest.raises(train.TrainInputError, match="45-90"):
         train.load_arrays(bad, S)
+    assert not (tmp_path / "models").exists()
+
+
+def test_dataset_serves_each_steps_whole_file_in_its_own_seeded_shuffle(tiny_run):
+    files = train.batch_files(tiny_run, 0, S)
+    plan = train.step_plan(len(files), 2, seed=4, uset=0)
+    ds = BatchFileDataset(files, plan, S, batch_size=20, seed=4, uset=0, start=1)
+    try:
+        assert len(ds) == 3  # 48 images in batches of 20: 20, 20, 8
+        orders = []
+        for step in (1, 2, 3):
+            ds.select(step)
+            x = np.concatenate([ds[i][0] for i in range(len(ds))])
+            y = np.concatenate([ds[i][1] for i in range(len(ds))])
+            images, inc = train.load_arrays(files[plan[step][1]], S)
+            assert x.dtype == np.uint8 and x.shape == images.shape and ds.n_images == 48
+            # the same images as the file, each once, with its own label, in a shuffled order
+            order = [int(np.flatnonzero((images == xi).all(axis=(1, 2, 3)))[0]) for xi in x]
+            assert sorted(order) == list(range(48)) and order != list(range(48))
+            assert np.allclose(target_to_inclination(y), inc[order])
+            orders.append(order)
+        assert len({tuple(o) for o in orders}) == 3  # every step its own shuffle
+        ds.select(3)  # selecting the current step again changes nothing
+        assert np.array_equal(np.concatenate([ds[i][0] for i in range(len(ds))]), x)
+    finally:
+        ds.close()
+    # the same step always gets the same shuffle (resume), whatever was served before
+    again = BatchFileDataset(files, plan, S, batch_size=20, seed=4, uset=0, start=3)
+    try:
+        assert np.array_equal(np.concatenate([again[i][0] for i in range(len(again))]), x)
+    finally:
+        again.close()
+
+
+def test_hyperparameters_pass_through_the_command_line(tiny_run, tmp_path):
+    run = _copy_augmented(tiny_run, tmp_path)
+    args = ["--run-dir", str(run), "--models", "model4", "--usets", "1", "--size", str(S), "--n-passes", "1",
+            "--training-batch-size", "24", "--learning-rate", "0.002", "--bn-momentum", "0.8",
+            "--output-activation", "linear", "--mixed-precision", "mixed_bfloat16", "--seed", "3",
+            "--no-progress"]
+    assert train.main(args + ["--max-steps", "1"]) == 0
+    paths = train.training_paths(run, "model4", 1)
+    params = json.loads(paths["params"].read_text())
+    assert {k: params[k] for k in ("training_batch_size", "learning_rate", "bn_momentum", "n_passes",
+                                   "output_activation", "mixed_precision", "seed")} == {
+        "training_batch_size": 24, "learning_rate": 0.002, "bn_momentum": 0.8, "n_passes": 1,
+        "output_activation": "linear", "mixed_precision": "mixed_bfloat16", "seed": 3}
+    # a resumed training must keep them
+    with pytest.raises(train.TrainInputError, match="output_activation"):
+        train.train_model(run, "model4", 1, S, 1, 24, 0.002, seed=3, bn_momentum=0.8, progress=False,
+                          mixed_precision="mixed_bfloat16")
+    with pytest.raises(train.TrainInputError, match="mixed_precision"):
+        train.train_model(run, "model4", 1, S, 1, 24, 0.002, seed=3, bn_momentum=0.8, progress=False,
+                          output_activation="linear", mixed_precision="mixed_float16")
+    assert train.main(args) == 0
+    hist = _assert_complete_history(run, "model4", 1, 3, 1, 3)
+    assert hist[0]["n_images"] == 48
+    model = keras.saving.load_model(paths["final"])
+    assert model.layers[-1].activation is keras.activations.linear
+    assert model.get_layer("conv1").compute_dtype == "bfloat16"
+    assert model.get_layer("fc_out2").compute_dtype == "float32"
+    assert model.get_layer("bn_2").momentum == pytest.approx(0.8)
+    assert int(model.optimizer.iterations.numpy()) == 3 * 2  # 3 steps of 48 images in batches of 24
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_csv_log_of_a_killed_step_is_dropped_on_resume(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,loss\n0,0.5\n1,0.4\n2,0.3\n")
+    trim_csv_log(log, 2)
+    assert log.read_text() == "epoch,loss\n0,0.5\n1,0.4\n"
+    trim_csv_log(log, 2)
+    assert log.read_text() == "epoch,loss\n0,0.5\n1,0.4\n"
+    trim_csv_log(log, 0)
+    assert not log.exists()
+    trim_csv_log(log, 3)  # no log yet: nothing to do
+    assert not log.exists()
+
+
+def test_bad_hyperparameters_and_uneven_files_are_refused_before_writing(tmp_path):
+    write_augmented(tmp_path, size=S, usets=(0,), n_batches=2, n_per_batch=16, n_val=8)
+    for kw, word in ((dict(output_activation="relu"), "output_activation"),
+                     (dict(mixed_precision="float8"), "mixed_precision"),
+                     (dict(bn_momentum=1.0), "bn_momentum"),
+                     (dict(training_batch_size=0), "training_batch_size"),
+                     (dict(learning_rate=-1.0), "learning_rate")):
+        with pytest.raises(train.TrainInputError, match=word):
+            train.train_all(tmp_path, ["model4"], [], S, n_passes=1, progress=False, **kw)
+    aug = tmp_path / "augmented" / "Uset_000_npz"
+    np.savez(aug / f"{S}x{S}_train_aug_03.npz", images=np.zeros((40, S, S, 3), np.uint8),
+             labels=np.full(40, 60))
+    with pytest.raises(train.TrainInputError, match="train_aug_03.npz"):
+        train_files.batches_per_file(train.batch_files(tmp_path, 0, S), 16)
+    with pytest.raises(train.TrainInputError, match="same number of images"):
+        train.train_all(tmp_path, ["model4"], [], S, n_passes=1, progress=False, training_batch_size=16)
     assert not (tmp_path / "models").exists()

@@ -1,0 +1,106 @@
+"""Stage 05's Keras inputs: a PyDataset serving one augmented batch file per epoch, and the validation set.
+
+`BatchFileDataset` is the `keras.utils.PyDataset` that `model.fit` trains on: its
+epoch k is the whole file plan[k] (`train_files.step_plan`), shuffled with step k's
+own seeded stream, while a background thread reads the next file. `ValidationSet`
+is the fixed augmented validation set as a cached tf.data pipeline.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from pathlib import Path
+
+import keras
+
+from .train_files import STEP, batches_per_file, load_arrays, rng
+
+
+class BatchFileDataset(keras.utils.PyDataset):
+    """Epoch k of `model.fit` = one pass over file plan[k], in step k's own seeded shuffle.
+
+    `select(step)` (called by `select_callback` at each epoch's start) makes that
+    step's file current and starts reading the next one in a background thread;
+    `wait_s` is how long it waited for the file. Pixels stay uint8, targets are
+    `models.inclination_to_target` of the labels.
+    """
+
+    def __init__(self, files, plan, size: int, batch_size: int, seed: int, uset: int,
+                 start: int = 0, stop: int | None = None):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.files, self.plan, self.size, self.batch_size = list(files), list(plan), size, batch_size
+        self.seed, self.uset, self.start = seed, uset, start
+        self.stop = len(self.plan) if stop is None else stop
+        self.n_batches = batches_per_file(self.files, batch_size)
+        self.wait_s, self.n_images = 0.0, 0
+        self._current = None  # (step, images, targets), replaced as one object
+        self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self._next: tuple[int, concurrent.futures.Future] | None = None
+
+    def _prepare(self, step: int):
+        from .models import inclination_to_target
+
+        images, inc = load_arrays(self.files[self.plan[step][1]], self.size)
+        order = rng(self.seed, STEP, self.uset, step).permutation(len(inc))
+        return images[order], inclination_to_target(inc[order])
+
+    def select(self, step: int) -> None:
+        """Serve step `step`'s file from now on (waiting for it if it is still being read)."""
+        if self._current is not None and self._current[0] == step:
+            return
+        t = time.perf_counter()
+        if self._next is not None and self._next[0] == step:
+            images, targets = self._next[1].result()
+        else:
+            images, targets = self._prepare(step)
+        self.wait_s = time.perf_counter() - t
+        self._current, self._next = (step, images, targets), None
+        self.n_images = len(targets)
+        if step + 1 < self.stop:
+            self._next = (step + 1, self._loader.submit(self._prepare, step + 1))
+
+    def select_callback(self) -> keras.callbacks.Callback:
+        return keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: self.select(epoch))
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __getitem__(self, index: int):
+        if self._current is None:  # Keras reads two batches for the tensor spec before epoch 1
+            self.select(self.start)
+        _, images, targets = self._current
+        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return images[part], targets[part]
+
+    def close(self) -> None:
+        """Stop the reader thread and drop the files held."""
+        if self._next is not None:
+            self._next[1].cancel()
+        self._loader.shutdown(wait=True)
+        self._current = self._next = None
+
+
+def make_dataset(images, targets, batch_size: int):
+    """In-memory arrays as a tf.data pipeline: slices -> batch -> prefetch (pixels stay uint8)."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch_size)
+    options = tf.data.Options()
+    # in-memory data: under MirroredStrategy split each batch between the GPUs (no files to shard)
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+class ValidationSet:
+    """The fixed augmented validation set, read once and kept as a cached tf.data pipeline."""
+
+    def __init__(self, path, size: int, batch_size: int):
+        import tensorflow as tf
+
+        from .models import inclination_to_target
+
+        images, labels = load_arrays(path, size)
+        self.path, self.n = Path(path), len(labels)
+        self.dataset = make_dataset(tf.constant(images), tf.constant(inclination_to_target(labels)),
+                                    batch_size).cache()

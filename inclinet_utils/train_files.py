@@ -1,0 +1,99 @@
+"""Stage 05 input files: where a Uset's augmented batches are, their checks, and the step plan.
+
+`step_plan` fixes the seeded file order of a training (each pass visits every
+file once); `rng`/`int_seed` give stage 05's random sub-streams; `load_arrays`
+reads one augmented file and refuses a bad one naming it. NumPy only (no Keras
+import), so the tables and the notebooks can use it cheaply.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import layout
+
+SALT = 5005  # stage 05's entry in the run seed sequence
+ORDER, INIT, STEP = 1, 2, 3  # sub-streams: file order per pass, initial weights, per-step randomness
+
+
+class TrainInputError(ValueError):
+    """An augmented file, parameter or existing training folder the stage cannot use."""
+
+
+# ---- determinism --------------------------------------------------------------
+
+def rng(seed: int, *stream: int) -> np.random.Generator:
+    """The NumPy generator of one sub-stream of stage 05 under the run seed."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), SALT, *map(int, stream)]))
+
+
+def int_seed(seed: int, *stream: int) -> int:
+    """A non-negative int seed (e.g. for keras.utils.set_random_seed) of one sub-stream."""
+    return int(np.random.SeedSequence([int(seed), SALT, *map(int, stream)]).generate_state(1)[0] >> 1)
+
+
+def step_plan(n_files: int, n_passes: int, seed: int, uset: int) -> list[tuple[int, int]]:
+    """(pass, file index) of every step: each pass visits all files in its own seeded order."""
+    plan = []
+    for p in range(n_passes):
+        plan += [(p, int(i)) for i in rng(seed, ORDER, uset, p).permutation(n_files)]
+    return plan
+
+
+# ---- files --------------------------------------------------------------------
+
+def load_arrays(path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N,S,S,3) uint8, inclinations (N,) int) of an augmented npz, checked."""
+    path = Path(path)
+    try:
+        with np.load(path) as z:
+            missing = [k for k in ("images", "labels") if k not in z.files]
+            if missing:
+                raise TrainInputError(f"{path} lacks array(s) {missing}; found {z.files}")
+            images, labels = z["images"], z["labels"]
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, TrainInputError):
+            raise
+        raise TrainInputError(f"{path} is not a readable npz file: {exc}") from exc
+    if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3):
+        raise TrainInputError(
+            f"{path}: images are {images.dtype} {images.shape}; expected uint8 (N, {size}, {size}, 3)")
+    if labels.shape != images.shape[:1]:
+        raise TrainInputError(f"{path}: labels have shape {labels.shape}; expected ({len(images)},)")
+    if len(labels) == 0:
+        raise TrainInputError(f"{path} holds no images")
+    if not np.all((labels >= 45) & (labels <= 90)):
+        bad = labels[(labels < 45) | (labels > 90)][:5]
+        raise TrainInputError(f"{path}: labels {bad.tolist()} outside the 45-90 degree inclination range")
+    return images, labels
+
+
+def n_images(path) -> int:
+    """Number of images of an augmented file, from its (small) labels array."""
+    try:
+        with np.load(path) as z:
+            return len(z["labels"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise TrainInputError(f"{path} is not a readable augmented npz file with labels: {exc}") from exc
+
+
+def batches_per_file(files: list[Path], batch_size: int) -> int:
+    """Gradient updates per file; every file of a Uset must give the same number (one epoch each)."""
+    counts = {}
+    for f in files:
+        counts.setdefault(-(-n_images(f) // batch_size), f)
+    if len(counts) > 1:
+        (n1, f1), (n2, f2) = list(counts.items())[:2]
+        raise TrainInputError(
+            f"{f1} gives {n1} batches of {batch_size} images, {f2} gives {n2}: the batch files of a "
+            "Uset must hold the same number of images (re-run stage 04 for this Uset)")
+    return next(iter(counts))
+
+
+
+def uset_files(run_dir, uset: int, size: int) -> tuple[list[Path], Path]:
+    """(batch files sorted by number, validation file) of one Uset; FileNotFoundError if absent."""
+    augmented = layout.run_paths(run_dir)["augmented"]
+    return layout.batch_files(augmented, uset, size), layout.validation_file(augmented, size)
