@@ -31,7 +31,6 @@ from typing import Mapping
 import galsim
 import numpy as np
 import pandas as pd
-import scipy.ndimage
 from PIL import Image
 from tqdm import tqdm
 from tqdm.contrib.concurrent import process_map
@@ -44,6 +43,7 @@ from . import simulate_field as field
 from . import simulate_galaxy as galaxy
 from . import simulate_observe as observe
 from . import simulate_population as population
+from .axis_ratio import measure_axis_ratio
 from .simulate_observe import BANDS, E_PER_NMGY, IMAGE_SIZE, MAX_RENDER_PIX, PIXEL_SCALE, READ_NOISE_E, SKY_MAG
 from .simulate_population import (CONTAM_FRACTION, FACE_ON_DEG, PRIORS, SALT_PARAMS, USABLE_MIN_DEG, Priors)
 
@@ -137,7 +137,7 @@ def render_galaxy(params: Mapping, seed) -> RenderedGalaxy:
         if trail is not None and b in trail[0]:
             model += (trail[1] * observe.sky_per_pixel(b, p["sky_dmag"], frame.scale)).astype(np.float32)
         native[b] = observe.add_sky_and_noise(model, b, p["sky_dmag"], frame.scale, deviate)
-    b_a = _measure_axis_ratio(native["r"], frame.scale, geo.h, geo.cos_i, geo.r25)
+    b_a = measure_axis_ratio(native["r"], galaxy_dark=False)  # the baseline's photutils measurement
     gray, rgb = display.to_display(native, frame.scale, rng)
     return RenderedGalaxy(gray=gray, rgb=rgb, native=native, scale=frame.scale, b_a=b_a)
 
@@ -148,57 +148,6 @@ def _galsim_deviate(seed: np.random.SeedSequence) -> galsim.BaseDeviate:
     child = np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, GALSIM_STREAM))
     # 63-bit seed; 0 would mean "seed from the clock".
     return galsim.BaseDeviate(int(child.generate_state(1, np.uint64)[0] >> 1) or 1)
-
-
-def _measure_axis_ratio(r_image, scale, h, cos_i, r25):
-    """b/a from HSM adaptive moments of the noisy r image (isophotal moments if they fail).
-
-    Tried on the central +-1.2 R25 (stars and neighbours further out cannot pull
-    the iteration away), then on the whole cutout. `h` and `cos_i` only set
-    the starting size of the weight function.
-    """
-    full = np.ascontiguousarray(r_image, dtype=np.float32)
-    n = full.shape[0]
-    half = int(min(n // 2, max(8, 1.2 * r25 / scale)))
-    crops = [full[n // 2 - half:n // 2 + half, n // 2 - half:n // 2 + half], full]
-    guess = max(1.5, h / scale * max(cos_i, 0.3) ** 0.5)
-    for arr in crops:
-        img = galsim.Image(np.ascontiguousarray(arr), scale=scale)
-        try:
-            res = galsim.hsm.FindAdaptiveMom(img, guess_sig=guess, guess_centroid=img.true_center, strict=False)
-        except (galsim.GalSimError, RuntimeError, ValueError):
-            continue
-        if res.moments_status == 0 and np.isfinite(res.moments_sigma) and res.moments_sigma > 0:
-            return float(res.observed_shape.q)
-    return _isophotal_axis_ratio(full)
-
-
-def _isophotal_axis_ratio(image, n_sigma=2.0):
-    """Fallback b/a: second moments of the central connected region above an isophote.
-
-    Adaptive moments diverge for low-surface-brightness disks whose weight
-    function outgrows the 2 x D25 cutout; this isophotal estimate (smoothed image,
-    `n_sigma` x sky noise) is what photometric catalogues quote. NaN if the centre
-    is not above the isophote.
-    """
-    smooth = scipy.ndimage.gaussian_filter(np.asarray(image, dtype=np.float32), 2.0)
-    sub = smooth[::4, ::4]
-    noise = 1.4826 * np.median(np.abs(sub - np.median(sub)))
-    labels, _ = scipy.ndimage.label(smooth > n_sigma * noise)
-    n = image.shape[0]
-    centre_label = labels[n // 2, n // 2]
-    if centre_label == 0:
-        return float("nan")
-    yy, xx = np.nonzero(labels == centre_label)
-    if xx.size < 10:
-        return float("nan")
-    w = smooth[yy, xx]
-    xm, ym = np.average(xx, weights=w), np.average(yy, weights=w)
-    cxx = np.average((xx - xm) ** 2, weights=w)
-    cyy = np.average((yy - ym) ** 2, weights=w)
-    cxy = np.average((xx - xm) * (yy - ym), weights=w)
-    eig = np.linalg.eigvalsh(np.array([[cxx, cxy], [cxy, cyy]]))
-    return float(np.sqrt(max(eig[0], 0.0) / eig[1])) if eig[1] > 0 else float("nan")
 
 
 # ---------------------------------------------------------------------------
