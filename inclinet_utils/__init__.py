@@ -1,7 +1,7 @@
 """IncliNET helpers: the logic behind the pipeline notebooks.
 
 One module per concern: catalog, images, simulate, dataset, augment, models,
-train, evaluate, predict, plots, io.
+train, evaluate (with metrics, axis_ratio and inference), predict, plots, io.
 """
 
 __version__ = "0.1.0"
