@@ -22,7 +22,8 @@ over the sample, the 10/50/90th percentiles and the mean of:
 No pass/fail: run it before and after a change and compare the two tables (with the
 same N and seed, a change that keeps the random streams gives identical numbers);
 ``--compare`` pairs each galaxy with its earlier rendering (the population is the same,
-only the random realisation of its light and noise may differ).
+only the random realisation of its light and noise may differ). The results for the
+render_galaxy split of issue 9 are in benchmarks/SIMULATE_STATISTICS.md.
 """
 
 from __future__ import annotations
