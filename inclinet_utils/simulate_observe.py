@@ -70,10 +70,8 @@ class Frame:
     def c(self) -> float:
         return (self.npix - 1) / 2.0
 
-    def image(self, array=None) -> galsim.Image:
-        """A GalSim view of `array` (a new zero float32 image if None) on the frame's grid."""
-        if array is None:
-            return galsim.ImageF(self.npix, self.npix, scale=self.scale, xmin=0, ymin=0)
+    def image(self, array: np.ndarray) -> galsim.Image:
+        """A GalSim view of the (npix, npix) `array` on the frame's grid (writes go to `array`)."""
         return galsim.Image(array, scale=self.scale, xmin=0, ymin=0)
 
     def draw(self, obj: galsim.GSObject) -> np.ndarray:
