@@ -158,6 +158,8 @@ def prepare_image(image: np.ndarray, size: int, rotation_deg: float = 0.0, zoom:
     if size < 8:
         raise ValueError(f"size {size} too small; expected at least 8 pixels")
     image = pad_to_square(image)
+    if image.ndim == 3:
+        image = normalise_composite_sky(image)
     mode = "RGB" if image.ndim == 3 else "L"
     pil = Image.fromarray(image, mode)
     if rotation_deg:
@@ -170,6 +172,35 @@ def prepare_image(image: np.ndarray, size: int, rotation_deg: float = 0.0, zoom:
         lo = (n - p) / 2
         pil = pil.crop((round(lo), round(lo), round(lo + p), round(lo + p)))
     return np.asarray(pil.resize((size, size), Image.Resampling.BICUBIC))
+
+
+COMPOSITE_SKY = 4  # sky level of the simulator's (and the SDSS service's) colour composites, 0-255
+WHITE = 250  # at or above this in every channel: the white corners of a rotated cutout, not sky
+
+
+def normalise_composite_sky(image: np.ndarray) -> np.ndarray:
+    """A colour composite with its sky pedestal moved to COMPOSITE_SKY in every channel.
+
+    Composites from other services or stretches carry a sky of up to ~35 counts
+    (often blue-grey); the networks would read that as the galaxy's light
+    (benchmarks/ACCURACY.md). The sky is the per-channel median of the border
+    without white rotation corners. A composite whose sky is bright is a negative
+    (a band image saved as the composite, black galaxy on white) and is inverted.
+    Left unchanged when nearly all of the border is white.
+    """
+    ring = max(2, image.shape[0] // 50)
+    border = np.concatenate([image[:ring].reshape(-1, 3), image[-ring:].reshape(-1, 3),
+                             image[:, :ring].reshape(-1, 3), image[:, -ring:].reshape(-1, 3)])
+    sky_px = border[~np.all(border >= WHITE, axis=1)]
+    if len(sky_px) < 0.1 * len(border):
+        return image
+    if np.median(sky_px) > 127:  # white sky: a negative
+        image, sky_px = 255 - image, 255 - sky_px
+    sky = np.median(sky_px, axis=0)
+    out = image.astype(np.float32) - sky + COMPOSITE_SKY
+    white = np.all(image >= WHITE, axis=-1)
+    out[white] = 255.0  # white rotation corners stay as they are
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def _border_median(image: np.ndarray) -> np.ndarray | int:

@@ -496,8 +496,9 @@ def test_colour_rotation_fills_with_its_sky():
     img[20:28, 4:44] = 250                                     # white bar
     rotated = images.prepare_image(img, 48, rotation_deg=45)
     assert rotated.shape == (48, 48, 3)
-    np.testing.assert_array_equal(rotated[0, 0], (10, 20, 30))
-    np.testing.assert_array_equal(rotated[-1, -1], (10, 20, 30))
+    sky = (images.COMPOSITE_SKY,) * 3  # the pedestal is normalised first, then the corners filled with it
+    np.testing.assert_array_equal(rotated[0, 0], sky)
+    np.testing.assert_array_equal(rotated[-1, -1], sky)
 
 
 def test_prepare_without_rotation_or_zoom_is_a_resize():
@@ -542,3 +543,39 @@ def test_prep_with_rotation_and_zoom_applies_them(synthetic_input, tmp_path):
     assert extent(a, 1) > 3 * extent(a, 0)   # horizontal
     assert extent(c, 0) > 3 * extent(c, 1)   # turned vertical
     assert c[0, 0] > 240 and c[-1, -1] > 240
+
+
+def _composite_with_sky(sky, n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    img = np.clip(rng.normal(0, 2, (n, n, 3)) + np.asarray(sky, float), 0, 255)
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
+    disk = 200 * np.exp(-((xx / 12) ** 2 + (yy / 4) ** 2))
+    return np.clip(img + disk[..., None], 0, 255).astype(np.uint8), disk > 100
+
+
+def test_composite_sky_pedestal_is_moved_to_the_simulator_level():
+    from inclinet_utils.images import COMPOSITE_SKY, normalise_composite_sky
+
+    tinted, core = _composite_with_sky((17, 22, 35))
+    out = normalise_composite_sky(tinted)
+    border = np.concatenate([out[:3].reshape(-1, 3), out[-3:].reshape(-1, 3)])
+    assert np.allclose(np.median(border, axis=0), COMPOSITE_SKY, atol=1)
+    # the galaxy keeps its light above the sky
+    assert np.allclose(out[core].astype(float).mean(0), tinted[core].astype(float).mean(0) - (17 - 4, 22 - 4, 35 - 4),
+                       atol=2)
+    # a composite already at the simulator's sky level is left alone
+    plain, _ = _composite_with_sky((4, 4, 4))
+    assert np.abs(normalise_composite_sky(plain).astype(int) - plain).max() <= 1
+
+
+def test_composite_negative_is_inverted_and_white_corners_kept():
+    from inclinet_utils.images import normalise_composite_sky
+
+    img, core = _composite_with_sky((4, 4, 4))
+    negative = 255 - img  # a band image saved as the composite: black galaxy on white sky
+    out = normalise_composite_sky(negative)
+    assert abs(out[core].astype(float).mean() - img[core].astype(float).mean()) < 3 and np.median(out[:3]) < 10
+    corners = img.copy()
+    corners[:10, :10] = 255  # white corners of a rotated cutout
+    out = normalise_composite_sky(corners)
+    assert (out[:10, :10] == 255).all() and np.median(out[20:, :3]) < 10
