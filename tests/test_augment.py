@@ -274,11 +274,12 @@ def test_sampled_zoom_is_isotropic_and_in_range():
     assert 0.4 < g["flip_x"].mean() < 0.6
 
 
-def test_sky_pedestal_offset_only_on_some_colour_images():
-    ph = T._photometric(np.random.default_rng(1), 2000, T.DEFAULT_PARAMS)
+def test_offset_only_on_the_requested_share_of_colour_images():
+    params = T.AugmentParams(offset=(10.0, 30.0), offset_prob=0.6)
+    ph = T._photometric(np.random.default_rng(1), 2000, params)
     has = np.any(ph["offset"] != 0, axis=1)
-    assert abs(has.mean() - T.DEFAULT_PARAMS.offset_prob) < 0.05
-    assert ph["offset"].min() >= 0 and ph["offset"].max() > 30
+    assert abs(has.mean() - 0.6) < 0.05
+    assert ph["offset"][has].min() >= 10 and ph["offset"].max() <= 30
 
 
 @pytest.mark.parametrize("colour, sky", [(True, 12), (False, 236)], ids=["colour", "grayscale"])
