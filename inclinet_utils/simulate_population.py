@@ -27,6 +27,8 @@ class Priors:
     """Distributions of the population. (lo, hi) pairs are uniform ranges, (mean, sigma)
     pairs Gaussians, 'log' ranges log-uniform; magnitudes in r, sizes as named."""
     d25_arcmin: tuple = (1.1, 0.2, 0.5, 4.0)     # log-normal median, dex, clipped to [lo, hi]
+    d25_true_dex: tuple = (0.04, 0.12)           # log10(true D25 / catalogue D25, which sets the cutout)
+    d25_seen_q0: float = 0.2                     # axis ratio of edge-on disks in the seen D25
     mu0_r: tuple = (20.5, 0.8, 18.5, 22.5)       # face-on disk central SB (mag/arcsec^2), clipped
     gr_disk: tuple = (0.50, 0.07)
     ri_disk: tuple = (0.27, 0.04)
@@ -52,7 +54,7 @@ class Priors:
     psf_fwhm: tuple = (1.4, 0.08, 1.0, 2.0)      # seeing (arcsec): log-normal median, dex, clip
     psf_g: float = 0.02                          # PSF ellipticity sigma per component
     sky_dmag: float = 0.15                       # sky brightness scatter (mag)
-    star_density_log: tuple = (1.0, 12.0)        # stars (r < 22.5) per arcmin^2
+    star_density_log: tuple = (0.4, 45.0)        # stars (r < 22.5) per arcmin^2
     bg_density: tuple = (0.5, 2.0)               # background galaxies per arcmin^2
     trail_fraction: float = 0.04                 # satellite / aircraft trails
     pa_img_sigma: float = 1.5                    # residual major-axis angle in the cutout (deg) ...
@@ -107,7 +109,11 @@ def _draw_disk(p: pd.DataFrame, rng, pr: Priors) -> None:
         p[col] = rng.normal(*getattr(pr, col), n)
     # D25 is the isophotal diameter at mu_B = 25; B from g, r with Jester et al. (2005).
     mu0_b = p["mu0_r"] + p["gr_disk"] + 0.39 * p["gr_disk"] + 0.21
-    p["h_arcsec"] = p["d25"] * 30.0 / ((25.0 - mu0_b) / 1.0857)   # exponential: mu(R) = mu0 + 1.0857 R/h
+    # D25 as seen: an inclined (transparent) disk is brighter by 1 / its axis ratio, and
+    # the catalogue's D25, which sets the cutout, scatters about the true one (realism report).
+    q_seen = np.sqrt(np.cos(np.radians(p["inc_true"])) ** 2 + pr.d25_seen_q0 ** 2)
+    r25_true = p["d25"] * 30.0 * 10 ** rng.normal(*pr.d25_true_dex, n)
+    p["h_arcsec"] = r25_true / ((25.0 - mu0_b - 2.5 * np.log10(q_seen)) / 1.0857)   # mu(R) = mu0 + 1.0857 R/h
     p["hz_hr"] = rng.uniform(*pr.hz_hr, n)
 
 
