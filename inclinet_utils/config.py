@@ -114,6 +114,7 @@ RULES = {
     "training_batch_size": Rule(low=1),
     "learning_rate": Rule(low=0, high=1, low_open=True),
     "bn_momentum": Rule(low=0, high=1, high_open=True),
+    "mixed_precision": Rule(choices=("auto", "float32", "mixed_bfloat16", "mixed_float16")),
     "bias_fit_max": Rule(low=1),
     "q0": Rule(low=0, high=1, high_open=True),
     "axis_ratio_image": Rule(choices=("original", "prepared")),

@@ -241,11 +241,15 @@ def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
     limits. bn_momentum: BatchNorm moving-average momentum; 0.9 because a laptop run
     makes too few updates for the original's 0.99 statistics to settle (production
     preset: 0.99). output_activation ('tanh', 'linear') and mixed_precision (None,
-    'mixed_bfloat16', 'mixed_float16'): see `models.build_model`. `validation`: a
+    'mixed_bfloat16', 'mixed_float16', or 'auto': `models.resolve_mixed_precision`): see
+    `models.build_model`. `validation`: a
     `train_dataset.ValidationSet` to reuse (train_all passes one to all trainings).
     """
     import keras
 
+    from .models import resolve_mixed_precision
+
+    mixed_precision = resolve_mixed_precision(mixed_precision)  # recorded resolved, so resume agrees
     check_hyperparameters(model_name, size, n_passes, training_batch_size, learning_rate, bn_momentum,
                           output_activation, mixed_precision)
     files, val_path = uset_files(run_dir, uset, size)
@@ -315,8 +319,9 @@ def train_all(run_dir, models, usets, size: int, n_passes: int, training_batch_s
 
     Every value is checked before the first training starts.
     """
-    from .models import MODELS
+    from .models import MODELS, resolve_mixed_precision
 
+    mixed_precision = resolve_mixed_precision(mixed_precision)
     models = [models] if isinstance(models, str) else list(models)
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
@@ -407,8 +412,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 1e-3)")
     p.add_argument("--bn-momentum", type=float, help="BatchNorm momentum (laptop 0.9, production 0.99)")
     p.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, help="output unit (default tanh)")
-    p.add_argument("--mixed-precision", choices=[m for m in MIXED_PRECISION if m],
-                   help="Keras mixed-precision policy (default: float32)")
+    p.add_argument("--mixed-precision", choices=[m for m in MIXED_PRECISION if m] + ["auto", "float32"],
+                   help="Keras mixed-precision policy; auto: bfloat16 where the hardware has it (default)")
     p.add_argument("--seed", type=int, default=42, help="random seed of the run")
     p.add_argument("--no-resume", action="store_true", help="refuse to continue existing trainings")
     p.add_argument("--max-steps", type=int, help="stop each training after this many steps")
@@ -418,7 +423,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    values = {"output_activation": "tanh", "mixed_precision": None, **PRESETS["laptop"]}
+    values = {"output_activation": "tanh", "mixed_precision": "auto", **PRESETS["laptop"]}
     if args.preset:
         values.update(PRESETS[args.preset])
     values.update({k: getattr(args, k) for k in _OPTIONS if getattr(args, k) is not None})

@@ -161,3 +161,17 @@ def test_registry_takes_a_new_model_as_one_spec():
     assert set(M.MODELS) == {"model4", "model5", "model6"}
     with pytest.raises(M.ModelError, match="ModelSpec"):
         M.register_model("bad", lambda size: None)
+
+
+def test_mixed_precision_auto_follows_the_hardware(tmp_path):
+    from inclinet_utils.models import fast_bfloat16_cpu, resolve_mixed_precision
+
+    with_bf16 = tmp_path / "bf16"
+    with_bf16.write_text("flags\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n")
+    plain = tmp_path / "plain"
+    plain.write_text("flags\t: fpu sse2 avx2\n")
+    assert fast_bfloat16_cpu(str(with_bf16)) and not fast_bfloat16_cpu(str(plain))
+    assert not fast_bfloat16_cpu(str(tmp_path / "absent"))
+    assert resolve_mixed_precision("float32") is None and resolve_mixed_precision(None) is None
+    assert resolve_mixed_precision("mixed_float16") == "mixed_float16"
+    assert resolve_mixed_precision("auto") in (None, "mixed_bfloat16")
