@@ -24,6 +24,7 @@ in the ``filter`` array of augmented batches (`filter_code`).
 from __future__ import annotations
 
 import dataclasses
+import typing
 import datetime as _dt
 import os
 import re
@@ -172,19 +173,21 @@ def simulated_image_name(pgc: int, band: str) -> str:
     return input_image_names(pgc, band)[-1]
 
 
-@dataclasses.dataclass(frozen=True)
-class InputImageName:
+_INPUT_IMAGE = re.compile(r"^pgc(?P<pgc>\d+)_(?P<root>.+)_(?:(?P<gray>[gri])\.png|gri(?:\.sdss)?\.jpg)$")
+
+
+class InputImageName(typing.NamedTuple):
+    """An input cutout's name read back: galaxy, band and the root between them."""
+
     pgc: int
     band: str
     im_root: str
 
 
-_INPUT_IMAGE = re.compile(r"^pgc(?P<pgc>\d+)_(?P<root>.+)_(?:(?P<gray>[gri])\.png|gri(?:\.sdss)?\.jpg)$")
-
-
 def parse_input_image_name(name: str) -> InputImageName | None:
-    m = _INPUT_IMAGE.match(Path(name).name)
-    return InputImageName(int(m["pgc"]), m["gray"] or "gri", m["root"]) if m else None
+    """``pgc<ID>_<root>_<band>.png`` / ``..._gri[.sdss].jpg`` read back, or None."""
+    found = _INPUT_IMAGE.match(Path(name).name)
+    return None if found is None else InputImageName(int(found["pgc"]), found["gray"] or "gri", found["root"])
 
 
 # ---- 01 prep ----------------------------------------------------------------------

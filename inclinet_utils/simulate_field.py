@@ -107,7 +107,8 @@ def add_bright_stars(canvas: np.ndarray, bright: list[tuple], p, geo: Geometry, 
 def _star_stamp(x_img, y_img, m, spike_angle, frame: Frame) -> galsim.Image:
     """Unit-flux PSF stamp of a star of r magnitude `m` centred at pixel (x_img, y_img),
     wider for brighter stars, with spikes when brighter than SPIKE_MAG."""
-    half = int(min(frame.npix // 2, (12 + 20 * (STAR_STAMP_MAG - m)) * PIXEL_SCALE / frame.scale))
+    # at least a few pixels: a contaminating star can be fainter than STAR_STAMP_MAG
+    half = max(4, int(min(frame.npix // 2, (12 + 20 * (STAR_STAMP_MAG - m)) * PIXEL_SCALE / frame.scale)))
     ix, iy = int(round(x_img)), int(round(y_img))
     stamp = galsim.ImageF(2 * half + 1, 2 * half + 1, scale=frame.scale)
     frame.psf.drawImage(image=stamp, offset=(x_img - ix, y_img - iy))

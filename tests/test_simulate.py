@@ -255,6 +255,9 @@ def test_bright_star_stamps_are_clipped_to_the_frame():
     np.testing.assert_array_equal(corner[:, half:, half:], centre[:, :half + 1, :half + 1])
     assert not corner[:, :half].any() and not corner[:, :, :half].any()
     assert not outside.any()                                        # nothing outside, no error
+    # a faint contaminating star (fainter than the stamp-size magnitude) still gets a stamp
+    faint = stamped(0.0, 0.0, m=field.STAR_STAMP_MAG + 3.0)
+    assert 0.8 < faint[1].sum() / observe.mag_to_nmgy(field.STAR_STAMP_MAG + 3.0) <= 1.0 + 1e-6
 
 
 def test_knots_follow_the_disk_and_sum_to_one():
