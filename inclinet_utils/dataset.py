@@ -114,6 +114,19 @@ def load_compressed(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {"images": data["images"], "labels": data["labels"]}
 
 
+def compressed_summary(compressed_dir: str | os.PathLike, size: int, bands) -> list[dict]:
+    """One row per band's npz for the 02 notebook: shape, dtype, label counts, mean pixel."""
+    rows = []
+    for band in bands:
+        path = layout.compressed_path(compressed_dir, size, band)
+        d = load_compressed(path)
+        codes = d["labels"][1]
+        rows.append({"file": path.name, "images": str(d["images"].shape), "dtype": str(d["images"].dtype),
+                     "face-on (1)": int((codes == 1).sum()), "rejected (0)": int((codes == 0).sum()),
+                     "usable (>=45)": int((codes >= 45).sum()), "mean pixel": round(float(d["images"].mean()), 1)})
+    return rows
+
+
 # --- stage 03 ----------------------------------------------------------------
 
 def _npy_header(path: Path, key: str) -> tuple[tuple, np.dtype]:

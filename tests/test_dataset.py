@@ -64,6 +64,12 @@ def test_compress_npz_keys_shapes_dtypes(prepared, tmp_path):
         with Image.open(prep / f"16x16_{tag}" / f"pgc104_16x16_66.{tag}.jpg") as im:
             np.testing.assert_array_equal(imgs[k], images.to_three_channels(np.asarray(im)))
     assert dataset.load_compressed(out / "16x16_g.npz")["labels"].shape == (2, n)
+    # the 02 notebook's table counts the same labels
+    rows = {r["file"]: r for r in dataset.compressed_summary(out, 16, ALL_BANDS)}
+    assert set(rows) == {f"16x16_{t}.npz" for t in ALL_TAGS}
+    g = rows["16x16_g.npz"]
+    assert g["face-on (1)"] == codes.count(1) and g["rejected (0)"] == codes.count(0)
+    assert g["usable (>=45)"] == sum(c >= 45 for c in codes) and g["images"] == str((n, 16, 16, 3))
 
 
 def test_compress_real_galaxies(real_sdss, tmp_path):
