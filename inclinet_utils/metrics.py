@@ -206,3 +206,15 @@ def evaluate_predictions(test: pd.DataFrame, train: pd.DataFrame, truth: dict | 
         warnings.warn(f"bias correction not applied to {skipped}: on the training galaxies it would not "
                       "lower the RMS (see bias_fits.csv); their +bc rows equal the plain ones", stacklevel=2)
     return metrics, pd.DataFrame(by_band), fits, test_rows, train_rows
+
+
+def against_baseline(metrics: dict, has_truth: bool,
+                     rows=("all/median", "all/median+bc", "all/mean", "all/mean+bc")) -> pd.DataFrame:
+    """RMS and MAE of the ensemble rows beside the axis-ratio method's, as ratios network / formula
+    (against `inc_true` on synthetic runs, the labels otherwise); rows a run lacks are left out."""
+    rms, mae = ("rms_true_deg", "mae_true_deg") if has_truth else ("rms_deg", "mae_deg")
+    base = metrics[AXIS_RATIO]
+    out = [{"row": r, "rms_deg": metrics[r][rms], "mae_deg": metrics[r][mae],
+            "rms_ratio": metrics[r][rms] / base[rms], "mae_ratio": metrics[r][mae] / base[mae]}
+           for r in (*rows, AXIS_RATIO) if r in metrics]
+    return pd.DataFrame(out).set_index("row")

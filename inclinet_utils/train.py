@@ -37,10 +37,6 @@ _PARAM_DEFAULTS = {"output_activation": "tanh", "mixed_precision": None, "target
 
 # ---- run folder layout --------------------------------------------------------
 
-def uset_name(uset: int) -> str:
-    return layout.uset_name(uset)
-
-
 def training_paths(run_dir, model_name: str, uset: int) -> dict[str, Path]:
     """Files of one (model, Uset) training under the run's models/ folder."""
     return layout.training_paths(layout.run_paths(run_dir)["models"], model_name, uset)
@@ -58,10 +54,6 @@ def batch_files(run_dir, uset: int, size: int) -> list[Path]:
 
 def validation_file(run_dir, size: int) -> Path:
     return layout.validation_file(layout.run_paths(run_dir)["augmented"], size)
-
-
-def batch_number(path) -> int:
-    return layout.batch_number(path)
 
 
 # ---- TensorFlow set-up ----------------------------------------------------------
@@ -205,7 +197,7 @@ def _fit(model, params, paths, files, plan, start, stop, history, validation, pr
     from .train_callbacks import BackgroundWriter, training_callbacks
     from .train_dataset import BatchFileDataset
 
-    title = f"{uset_name(params['uset'])} {params['model']}"
+    title = f"{layout.uset_name(params['uset'])} {params['model']}"
     dataset = BatchFileDataset(files, plan, params["size"], params["training_batch_size"], params["seed"],
                                params["uset"], start=start, stop=stop)
     writer = BackgroundWriter()

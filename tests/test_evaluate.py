@@ -235,3 +235,13 @@ def test_evaluate_run_refuses_a_model_of_another_size(tiny_run, tmp_path):
         ev.evaluate_run(other, size=SIZE, bands=["g"], progress=False)
     with pytest.raises(FileNotFoundError, match="no trained models"):
         inference.find_models(tmp_path / "nothing")
+
+
+def test_against_baseline_ratios_of_the_ensemble_rows():
+    m = {"all/mean": {"rms_true_deg": 3.0, "mae_true_deg": 2.0, "rms_deg": 9.0, "mae_deg": 9.0},
+         mt.AXIS_RATIO: {"rms_true_deg": 6.0, "mae_true_deg": 2.5, "rms_deg": 1.0, "mae_deg": 1.0}}
+    t = mt.against_baseline(m, has_truth=True)
+    assert list(t.index) == ["all/mean", mt.AXIS_RATIO]  # rows the run lacks are left out
+    assert t.loc["all/mean", "rms_ratio"] == pytest.approx(0.5)
+    assert t.loc["all/mean", "mae_ratio"] == pytest.approx(0.8)
+    assert mt.against_baseline(m, has_truth=False).loc["all/mean", "rms_ratio"] == pytest.approx(9.0)
