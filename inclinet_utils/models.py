@@ -20,7 +20,7 @@ INC_MIN_DEG = 45.0  # usable inclinations are 45-90 deg
 INC_SPAN_DEG = 45.0
 # Network targets of 45 and 90 degrees. (-1, 1) is the original's mapping; a margin,
 # e.g. (-0.9, 0.9), keeps the edges of the range off the tanh output's saturation.
-TARGET_RANGE = (-1.0, 1.0)
+TARGET_RANGE = (-0.8, 0.8)
 DEG_PER_TARGET = INC_SPAN_DEG / (TARGET_RANGE[1] - TARGET_RANGE[0])  # 22.5 deg per target unit
 
 BN_MOMENTUM = 0.99  # Keras' and the original's BatchNormalization default

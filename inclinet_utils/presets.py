@@ -8,14 +8,15 @@ is the original project's scale, for GPU machines.
 
 # Stages 03/04 own m_iter, batch_size and n_batches; stage 05 the rest.
 PRESETS = {
-    # Laptop CPU (2 cores), equal to the notebook defaults. model4 trains ~170 images/s at
-    # 128 px in bfloat16 with batches of 16: with stage 04's defaults (4 Usets x 3 files;
-    # 900 images a file for --band gri, 1800 with grayscale too) 6 passes take ~6.5 min for
-    # gri alone, twice that for all bands. Batches of 16 give 4x the gradient updates of 64
-    # for the same images, which the short laptop trainings need (benchmarks/ACCURACY.md).
-    # model6 (~85 images/s) learned little in the passes that would fit, so it is left out.
+    # Laptop CPU (2 cores), equal to the notebook defaults. model4 trains ~150 images/s at
+    # 128 px in bfloat16 with batches of 16. Two Usets (the full training set 000 and one
+    # bagging subsample, m_iter 1) x 6 files x 6 passes: the same images as 4 Usets x 3
+    # files, but each network gets twice the updates, which the short laptop trainings
+    # need (4.83 -> 3.66 deg RMS on a development sample, benchmarks/ACCURACY.md). Batches
+    # of 16 give 4x the gradient updates of 64 for the same images. model6 (~85 images/s)
+    # learned little in the passes that would fit, so it is left out.
     "laptop": {
-        "size": 128, "models": ["model4"], "n_passes": 6,
+        "size": 128, "m_iter": 1, "n_batches": 6, "models": ["model4"], "n_passes": 6,
         "training_batch_size": 16, "learning_rate": 1e-3, "bn_momentum": 0.9,
         "mixed_precision": "auto",
     },
