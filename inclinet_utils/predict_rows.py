@@ -204,9 +204,8 @@ def predict_loaded(rows: list[dict], images: np.ndarray, ctx: RunContext, models
                                       for _, model in models])
     table["pgc"] = pd.array(table["pgc"], dtype="Int64")
     table["n_models"] = np.where(ok, len(ctx.rows), 0)
-    with np.errstate(all="ignore"):
-        table["inclination_deg"] = np.where(ok, np.median(values, axis=1), np.nan)
-        table["spread_deg"] = np.nanstd(values, axis=1, ddof=1) if len(ctx.rows) > 1 else np.nan
+    table["inclination_deg"] = np.median(values, axis=1)  # NaN where not measured
+    table["spread_deg"] = values.std(axis=1, ddof=1) if len(ctx.rows) > 1 else np.nan
     for k, name in enumerate(ctx.rows):
         table[name] = values[:, k]
     return add_run_columns(table, ctx)[ctx.columns]
@@ -228,5 +227,7 @@ def add_run_columns(table: pd.DataFrame, ctx: RunContext) -> pd.DataFrame:
 def measure_chunk(jobs: list[Job], ctx: RunContext) -> pd.DataFrame:
     """One chunk's rows (loads the run's models on first use in this process)."""
     models, size = run_models(ctx.run_dir)
+    if [mf.row for mf, _ in models] != list(ctx.rows):
+        raise inference.InferenceError(f"models of {ctx.run_dir} changed while predicting")
     rows, images = load_chunk(jobs, ctx, size)
     return predict_loaded(rows, images, ctx, models)
