@@ -335,7 +335,12 @@ def make_figures(evaluation: Evaluation, n_outliers: int = 16) -> dict:
         sample = evaluation.test_images[r["band"]]
         k = int(np.flatnonzero(sample["pgcIDs"] == r["pgc"])[0])
         gallery.append((sample["images"][k], int(r["pgc"]), r["band"], r["measured_deg"], r["predicted_deg"]))
+    extra = {}
+    if evaluation.calibration:
+        extra["uncertainty_calibration"] = plots.uncertainty_calibration(evaluation.calibration["table"],
+                                                                         evaluation.calibration["fit"])
     return {
+        **extra,
         "pred_vs_measured": plots.pred_vs_measured(panel_data),
         "residual_histogram": plots.residual_histograms(hist),
         "metric_vs_inclination": plots.metric_vs_inclination(hist),

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from inclinet_utils import images, inference, layout, predict, predict_stream, uncertainty
+from inclinet_utils import executor, images, inference, layout, predict, predict_stream, uncertainty
 from inclinet_utils import io as iio
 from inclinet_utils.images import load_prepared
 from inclinet_utils.metrics import BiasFit
@@ -213,6 +213,26 @@ def test_dask_workers_give_the_same_table_also_when_one_is_killed(survey, tmp_pa
         tasks = list(range(7))
         assert images.parallel_map(_square, tasks, 2, progress=False, client=client) == [t * t for t in tasks]
 
+        # ... and stage 05's (model, Uset) trainings, one Dask task each (no GPU declared: no resource asked).
+        run = tmp_path / "train_run"
+        write_augmented(run, size=SIZE, usets=(0, 1), n_batches=1, n_per_batch=16, n_val=8)
+        assert executor.worker_resources(client) == set()
+        codes = executor.submit_trainings(client, run, [("model4", 0), ("model4", 1)],
+                                          {"size": SIZE, "n_passes": 1, "training_batch_size": 8, "max_steps": 1,
+                                           "no_progress": True}, progress=False)
+        assert codes == {("model4", 0): 0, ("model4", 1): 0}
+        assert [(m, u) for m, u, _ in layout.find_model_files(run / "models")] == [("model4", 0), ("model4", 1)]
+
 
 def _square(x):
     return x * x
+
+
+def test_training_arguments_and_scheduler_values():
+    assert executor.training_argv("r", "model6", 2, {"n_passes": 3, "no_progress": True, "seed": None}) == [
+        "--run-dir", "r", "--models", "model6", "--usets", "2", "--n-passes", "3", "--no-progress"]
+    with executor.dask_client(None) as client:
+        assert client is None
+    with pytest.raises(ValueError, match="tcp://host:8786"):
+        with executor.dask_client("nonsense"):
+            pass
