@@ -253,12 +253,13 @@ def calibrate_uncertainty(preds: dict, fits: pd.DataFrame, train_rows: dict, tes
                   .set_axis(["m", "b", "n", "rms_fit_before", "rms_fit_after"]).to_dict())
     train = train_rows[row].assign(predicted_deg=fit.apply(train_rows[row]["predicted_deg"]))
     try:
-        cal, cov, table = uncertainty.calibrate(train, test_rows[row + BC], preds["train"],
+        cal, cov, table, train_table = uncertainty.calibrate(train, test_rows[row + BC], preds["train"],
                                                 preds["test"], sources, row=row + BC)
     except uncertainty.CalibrationError as exc:
         log.warning("no uncertainty calibration: %s", exc)
         return {}
-    return {"fit": cal, "coverage": cov, "table": table, "summary": {**cal.to_dict(), **cov}}
+    return {"fit": cal, "coverage": cov, "table": table, "train_table": train_table,
+            "summary": {**cal.to_dict(), **cov}}
 
 
 def metrics_table(metrics: dict) -> pd.DataFrame:

@@ -208,9 +208,13 @@ def _inputs(args, parser):
     return args.images or args.files
 
 
-def _report_failures(table: pd.DataFrame) -> None:
-    for _, row in table[table["status"] != "ok"].iterrows():
+def _report_failures(table: pd.DataFrame, most: int = 50) -> None:
+    """The files not measured and why, on stderr (the first `most`, then a count)."""
+    bad = table[table["status"] != "ok"]
+    for _, row in bad.head(most).iterrows():
         print(f"{row['file']}: {row['status']}", file=sys.stderr)
+    if len(bad) > most:
+        print(f"... and {len(bad) - most} more files not measured (see the status column)", file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -231,7 +235,7 @@ def main(argv=None) -> int:
             n_ok, table = summary["n_ok"], None
             print(f"wrote {summary['n_rows']} rows ({n_ok} ok) to {out}")
             if n_ok < summary["n_rows"]:
-                _report_failures(read_table(out))
+                _report_failures(read_table(out, columns=["file", "status"]))
         else:
             table = predict_table(images, args.run, **opts)
             n_ok = int((table["status"] == "ok").sum())

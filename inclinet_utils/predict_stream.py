@@ -59,7 +59,7 @@ def _dask_chunks(chunks: dict, ctx: RunContext, client, window: int | None = Non
     """(index, table) of each chunk as Dask workers finish them; at most `window` chunks in flight."""
     from distributed import as_completed
 
-    window = window or max(2, 2 * len(client.scheduler_info().get("workers", {})))
+    window = window or max(2, 2 * sum(client.nthreads().values()))
     todo = list(chunks.items())
     futures = {}
 
@@ -190,11 +190,13 @@ def read_part(path) -> pd.DataFrame:
     return table
 
 
-def read_table(path) -> pd.DataFrame:
-    """A prediction table written by `write_table` (.csv or .parquet)."""
+def read_table(path, columns=None) -> pd.DataFrame:
+    """A prediction table written by `write_table` (.csv or .parquet); `columns`: only these."""
     path = Path(path)
     if path.suffix.lower() == ".parquet":
-        return pd.read_parquet(path)
+        return pd.read_parquet(path, columns=columns)
+    if columns is not None:
+        return pd.read_csv(path, usecols=columns, dtype={c: str for c in ("file", "band", "status")})
     return read_part(path)
 
 

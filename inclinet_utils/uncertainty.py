@@ -132,8 +132,9 @@ def residual_table(rows: pd.DataFrame, spread: pd.DataFrame) -> pd.DataFrame:
 
 
 def calibrate(train_rows: pd.DataFrame, test_rows: pd.DataFrame, train_preds: pd.DataFrame,
-              test_preds: pd.DataFrame, sources, row: str = "all/median+bc") -> tuple[Calibration, dict, pd.DataFrame]:
-    """Fit on the training rows, score on the test rows: (calibration, coverage, test table with sigma_deg)."""
+              test_preds: pd.DataFrame, sources, row: str = "all/median+bc"):
+    """Fit on the training rows, score on the test rows: (calibration, coverage, test table with
+    sigma_deg and disagree, training table)."""
     train = residual_table(train_rows, member_spread(train_preds, sources))
     test = residual_table(test_rows, member_spread(test_preds, sources))
     cal = fit_calibration(train["residual_deg"], train["spread_deg"], row=row)
@@ -141,7 +142,7 @@ def calibrate(train_rows: pd.DataFrame, test_rows: pd.DataFrame, train_preds: pd
     test["disagree"] = cal.disagree(test["spread_deg"])
     cov = coverage(test["residual_deg"], test["sigma_deg"])
     cov["disagree_frac"] = float(test["disagree"].mean()) if len(test) else float("nan")
-    return cal, cov, test
+    return cal, cov, test, train
 
 
 def calibration_path(run_dir: str | os.PathLike):

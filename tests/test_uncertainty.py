@@ -58,11 +58,11 @@ def test_calibrate_fits_on_train_rows_only_and_reads_back(tmp_path):
     train_rows, train_preds = rows_and_preds(300, 2.0)
     test_rows, test_preds = rows_and_preds(200, 6.0)  # a much worse test set: the fit must not see it
     sources = [f"model4/Uset_00{k}" for k in range(3)]
-    cal, cov, table = uncertainty.calibrate(train_rows, test_rows, train_preds, test_preds, sources)
+    cal, cov, table, train = uncertainty.calibrate(train_rows, test_rows, train_preds, test_preds, sources)
     alone = uncertainty.fit_calibration(*uncertainty.residual_table(
         train_rows, uncertainty.member_spread(train_preds, sources))[["residual_deg", "spread_deg"]].T.to_numpy())
     assert (cal.a, cal.b) == pytest.approx((alone.a, alone.b))
-    assert cov["coverage_95"] < 0.9 and len(table) == 200 and table["disagree"].mean() > 0.5
+    assert len(train) == 300 and cov["coverage_95"] < 0.9 and len(table) == 200 and table["disagree"].mean() > 0.5
     path = layout.run_paths(tmp_path)["evaluation"] / layout.EVALUATION_FILES["uncertainty"]
     iio.write_json(path, cal.to_dict())
     assert uncertainty.load_calibration(tmp_path) == cal
