@@ -86,8 +86,13 @@ def find_jobs(images, catalog=None, bands=None) -> list[Job]:
     band = bands if isinstance(bands, str) or bands is None else None
     if band is not None:
         layout.check_band(band)
-    return [Job(str(f), band or band_from_name(f.name), _pgc_of(f.name),
-                None if f.is_file() else f"missing: image {f} does not exist") for f in files]
+    jobs = []
+    for f in files:
+        named = layout.parse_input_image_name(f.name)  # pgc<ID>_<root>_<band>.png / ..._gri[.sdss].jpg
+        jobs.append(Job(str(f), band or (named.band if named else band_from_name(f.name)),
+                        named.pgc if named else _pgc_of(f.name),
+                        None if f.is_file() else f"missing: image {f} does not exist"))
+    return jobs
 
 
 def _catalog_jobs(images_dir: Path, catalog, bands) -> list[Job]:
