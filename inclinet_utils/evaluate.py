@@ -33,7 +33,7 @@ from . import layout
 from .axis_ratio import axis_ratio_inclination
 from .inference import (InferenceError, ModelFile, find_models, load_model, model_input_size, predict_images,
                         record_trained_bands, trained_bands)
-from .metrics import AXIS_RATIO, BC, OUTLIER_DEG, evaluate_predictions
+from .metrics import AXIS_RATIO, BC, OUTLIER_DEG, BiasFit, evaluate_predictions
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class Evaluation:
     predictions: pd.DataFrame          # long table of every test prediction per source
     test_images: dict                  # band -> test_000 sample dict (images, labels, pgcIDs)
     info: dict                         # settings and definitions (evaluation/evaluation.json)
+    calibration: dict = dataclasses.field(default_factory=dict)  # uncertainty: fit, coverage, test table
 
     @property
     def rows(self) -> list[str]:
@@ -235,7 +236,30 @@ def evaluate_run(run_dir: str | os.PathLike, size: int = 128, bands=BANDS, image
         "axis_ratio_missing": n_missing_ar,
         "trained_bands": trained_bands(run_dir, model_files),
     }
-    return Evaluation(metrics, by_band, fits, test_rows, train_rows, preds["test"], test, info)
+    calibration = calibrate_uncertainty(preds, fits, train_rows, test_rows, [mf.row for mf in model_files])
+    info["uncertainty"] = calibration.get("summary")
+    return Evaluation(metrics, by_band, fits, test_rows, train_rows, preds["test"], test, info, calibration)
+
+
+def calibrate_uncertainty(preds: dict, fits: pd.DataFrame, train_rows: dict, test_rows: dict,
+                          sources: list[str], row: str = "all/median") -> dict:
+    """sigma(spread) of the bias-corrected ensemble `row`, fitted on the training galaxies
+    (`uncertainty.calibrate`), its held-out coverage, and the test table; {} when it cannot be fitted."""
+    from . import uncertainty
+
+    if row not in train_rows:
+        return {}
+    fit = BiasFit(**fits.set_index("row").loc[row, ["m", "b", "n_fit", "rms_fit_before", "rms_fit_after"]]
+                  .set_axis(["m", "b", "n", "rms_fit_before", "rms_fit_after"]).to_dict())
+    train = train_rows[row].assign(predicted_deg=fit.apply(train_rows[row]["predicted_deg"]))
+    try:
+        cal, cov, table, train_table = uncertainty.calibrate(train, test_rows[row + BC], preds["train"],
+                                                preds["test"], sources, row=row + BC)
+    except uncertainty.CalibrationError as exc:
+        log.warning("no uncertainty calibration: %s", exc)
+        return {}
+    return {"fit": cal, "coverage": cov, "table": table, "train_table": train_table,
+            "summary": {**cal.to_dict(), **cov}}
 
 
 def metrics_table(metrics: dict) -> pd.DataFrame:
@@ -255,7 +279,9 @@ def write_evaluation(evaluation: Evaluation, run_dir: str | os.PathLike, figures
 
     Tables: metrics.csv (= metrics.json), metrics_by_band.csv, bias_fits.csv,
     predictions_test.csv (every source's prediction of every test image),
-    evaluation.json (settings and definitions); figures: <name>.png; and the
+    evaluation.json (settings and definitions), uncertainty.json (the calibrated
+    sigma(spread) `predict` uses; its held-out coverage goes into metrics.json's
+    row of that ensemble) and calibration_test.csv; figures: <name>.png; and the
     run's trained_bands.json (bands each model trained on, read by `predict`).
     """
     paths = layout.run_paths(run_dir)
@@ -270,6 +296,11 @@ def write_evaluation(evaluation: Evaluation, run_dir: str | os.PathLike, figures
         iio.write_json(tmp / names["info"], evaluation.info)
         for name, fig in (figures or {}).items():
             iio.save_figure(fig, tmp / layout.figure_name(name), dpi=110, bbox_inches="tight")
+        if evaluation.calibration:
+            cal = evaluation.calibration
+            iio.write_json(tmp / names["uncertainty"], cal["fit"].to_dict())
+            cal["table"].round(4).to_csv(tmp / names["calibration"], index=False)
+            metrics[cal["fit"].row].update({k: round(float(v), 4) for k, v in cal["coverage"].items()})
         by_model = evaluation.info.get("trained_bands") or {}
         if by_model and all(by_model.values()):
             record_trained_bands(run_dir, by_model)  # for predict; kept when it exists
@@ -305,7 +336,12 @@ def make_figures(evaluation: Evaluation, n_outliers: int = 16) -> dict:
         sample = evaluation.test_images[r["band"]]
         k = int(np.flatnonzero(sample["pgcIDs"] == r["pgc"])[0])
         gallery.append((sample["images"][k], int(r["pgc"]), r["band"], r["measured_deg"], r["predicted_deg"]))
+    extra = {}
+    if evaluation.calibration:
+        extra["uncertainty_calibration"] = plots.uncertainty_calibration(evaluation.calibration["table"],
+                                                                         evaluation.calibration["fit"])
     return {
+        **extra,
         "pred_vs_measured": plots.pred_vs_measured(panel_data),
         "residual_histogram": plots.residual_histograms(hist),
         "metric_vs_inclination": plots.metric_vs_inclination(hist),

@@ -289,13 +289,14 @@ def _prep_one(task):
 def prep_stage(catalog: pd.DataFrame, images_dir: str | os.PathLike, out_root: str | os.PathLike,
                size: int = 128, bands=BANDS, rotation_deg: float = 0.0, zoom: float = 1.0,
                skip_bad_files: bool = False, im_root: str = IM_ROOT, n_workers: int = 0,
-               progress: bool = True) -> PrepReport:
+               progress: bool = True, client=None) -> PrepReport:
     """Stage 01: write every catalog galaxy's prepared cutout in every band.
 
     Output appears atomically under `out_root` (which must not exist). A bad
     image file stops the stage naming the file, unless `skip_bad_files`, in
     which case it is listed in the report. Cutouts a few pixels off square are
-    padded to square with their sky level and listed in the report.
+    padded to square with their sky level and listed in the report. A Dask
+    `client` (`executor.dask_client`) prepares the galaxies on its workers.
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
@@ -309,7 +310,7 @@ def prep_stage(catalog: pd.DataFrame, images_dir: str | os.PathLike, out_root: s
     with iio.staged_dir(out_root) as tmp:
         for band in bands:
             layout.prepared_dir(tmp, size, band).mkdir()
-        results = parallel_map(_prep_one, tasks, n_workers, progress, desc="prep galaxies")
+        results = parallel_map(_prep_one, tasks, n_workers, progress, desc="prep galaxies", client=client)
         report = _write_prepared(results, tmp, size, bands, Path(out_root))
         # Kept with the product so the audit trail lists what was not prepared as is.
         report.missing.to_csv(tmp / layout.MISSING_IMAGES, index=False)
@@ -337,13 +338,19 @@ def _write_prepared(results, tmp: Path, size: int, bands: list[str], out_root: P
     )
 
 
-def parallel_map(func, tasks, n_workers: int, progress: bool = True, desc: str = "") -> list:
+def parallel_map(func, tasks, n_workers: int, progress: bool = True, desc: str = "", client=None) -> list:
     """Ordered ``[func(t) for t in tasks]`` over `n_workers` processes, with a progress bar.
 
     Serial in this process for one worker or few tasks (no pool start-up cost).
-    An exception in any task is raised here.
+    With a Dask `client` (or scheduler address, `executor.dask_client`) the tasks
+    run on its workers instead. An exception in any task is raised here.
     """
     tasks = list(tasks)
+    if client is not None:
+        from .executor import dask_client, map_ordered
+
+        with dask_client(client) as c:
+            return map_ordered(func, tasks, c, progress, desc)
     bar = dict(desc=desc, disable=not progress, mininterval=1.0)
     if n_workers <= 1 or len(tasks) < 2 * n_workers:
         return [func(t) for t in tqdm(tasks, **bar)]

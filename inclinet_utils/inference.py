@@ -104,7 +104,8 @@ def predict_images(model, images: np.ndarray, batch_size: int = 64, flips: bool 
     for start in range(0, len(images), step):
         batch = np.asarray(images[start:start + step], dtype=np.float32)
         views = np.concatenate([np.flip(batch, axis=a) if a else batch for a in flip_axes])
-        raw = np.asarray(model(views, training=False)).reshape(len(views), -1)[:, 0]
+        # predict_on_batch runs the compiled predict function: about twice as fast as an eager call
+        raw = np.asarray(model.predict_on_batch(views)).reshape(len(views), -1)[:, 0]
         out.append(raw.reshape(len(flip_axes), len(batch)).mean(axis=0))
     return np.clip(target_to_inclination(np.concatenate(out)).astype(float), *INC_LIMITS)
 

@@ -55,6 +55,8 @@ EVALUATION_FILES = {                      # evaluation/
     "bias_fits": "bias_fits.csv",
     "predictions": "predictions_test.csv",
     "info": "evaluation.json",
+    "uncertainty": "uncertainty.json",  # calibrated sigma(spread) and the alarm threshold (uncertainty.py)
+    "calibration": "calibration_test.csv",  # test images: residual, spread, sigma, disagree
 }
 
 _INT = r"(?:0|[1-9]\d*)"
@@ -449,6 +451,29 @@ def parse_model_row(row: str) -> tuple[str, int] | None:
     """(model, uset) of a 'model4/Uset_000' row (also with '+bc'); None for ensembles."""
     m = re.match(r"^(?P<model>[A-Za-z0-9]+)/Uset_(?P<uset>\d{3})(?:\+bc)?$", row)
     return (m["model"], int(m["uset"])) if m else None
+
+
+# ---- predict: a table over a survey, written chunk by chunk ------------------------
+
+PREDICT_MANIFEST = "manifest.json"
+
+
+def prediction_parts_dir(out: str | os.PathLike) -> Path:
+    """Folder beside an output table holding its finished chunks until the table is complete."""
+    out = Path(out)
+    return out.with_name(f"{out.name}.parts")
+
+
+def prediction_part_name(chunk: int) -> str:
+    """``part-<NNNNNN>.csv``: the rows of one chunk of a prediction table."""
+    if int(chunk) != chunk or chunk < 0:
+        raise ValueError(f"chunk index {chunk!r}; expected 0 or more")
+    return f"part-{int(chunk):06d}.csv"
+
+
+def parse_prediction_part_name(name: str) -> int | None:
+    m = re.match(r"^part-(?P<k>\d{6})\.csv$", Path(name).name)
+    return int(m["k"]) if m else None
 
 
 def figure_name(name: str) -> str:

@@ -507,3 +507,33 @@ def realism_axis_ratio(real, synthetic, expected):
     fig.tight_layout()
     return fig
 # ---- end section: realism report ----
+
+
+# ---- section: uncertainty calibration (stage 06) ----
+def uncertainty_calibration(table, calibration, levels=np.linspace(0.05, 0.99, 20)):
+    """Left: |residual| of test images against the members' spread with the calibrated 1- and
+    2-sigma curves; right: coverage of the central intervals against their nominal level."""
+    from .uncertainty import coverage, z_of
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    spread = np.nan_to_num(table["spread_deg"].to_numpy(dtype=float), nan=0.0)
+    resid = table["residual_deg"].to_numpy(dtype=float)
+    ax1.scatter(spread, np.abs(resid), s=6, alpha=0.4, color="C0", label="test images")
+    grid = np.linspace(0, max(spread.max(), 1e-3) * 1.05, 100)
+    for z, style in ((1.0, "-"), (z_of(0.95), "--")):
+        ax1.plot(grid, z * calibration.sigma(grid), "k" + style, label=f"{z:.2f} sigma (fit on training)")
+    if np.isfinite(calibration.spread_p99):
+        ax1.axvline(calibration.spread_p99, color="C3", lw=1, label="alarm: 99th pct of training spread")
+    ax1.set(xlabel="spread over members (deg)", ylabel="|measured - predicted| (deg)",
+            title=f"sigma^2 = ({calibration.a:.2f} spread)^2 + {calibration.b:.2f}^2")
+    ax1.legend(fontsize=7)
+    sigma = table["sigma_deg"].to_numpy(dtype=float)
+    got = [coverage(resid, sigma, [lv])[f"coverage_{round(lv * 100)}"] for lv in levels]
+    ax2.plot([0, 1], [0, 1], color="0.6", lw=1)
+    ax2.plot(levels, got, "o-", ms=3, color="C0")
+    for lv in (0.68, 0.95):
+        ax2.axvline(lv, color="0.85", lw=1)
+    ax2.set(xlabel="nominal coverage", ylabel="fraction of test images inside", xlim=(0, 1), ylim=(0, 1),
+            title="calibration on held-out test images")
+    fig.tight_layout()
+    return fig

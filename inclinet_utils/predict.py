@@ -6,6 +6,12 @@ black galaxy on white sky, possibly with alpha; colour JPEGs; any square size)
 and are prepared exactly as stages 01-02 prepare the training images
 (`images.load_prepared`), at the size the models take. Every image gets the
 median over all models and Usets, the spread over them and each model's value.
+
+Whole surveys: `predict_table` / `write_table` and ``python -m inclinet_utils.predict
+--run RUN --images DIR [--catalog FILE] --out TABLE`` (`predict_rows`,
+`predict_stream`): one row per image with a status, the bias-corrected
+inclination and calibrated sigma from stage 06, streamed in chunks, resumable,
+locally or over Dask workers (`--scheduler`).
 """
 
 from __future__ import annotations
@@ -137,42 +143,111 @@ def compare_with_catalog(images_dir: str | os.PathLike, catalog_path: str | os.P
 
 
 def format_predictions(table: pd.DataFrame) -> str:
-    """The prediction table as printed by the CLI (file names, degrees to 0.1)."""
+    """A prediction table as printed by the CLI (file names, degrees to 0.1)."""
     show = table.copy()
-    show["path"] = [Path(p).name for p in show["path"]]
-    show = show.rename(columns={"path": "image"}).drop(columns=["n_models"])
+    key = "path" if "path" in show else "file"
+    show[key] = [Path(p).name for p in show[key]]
+    show = show.rename(columns={key: "image"}).drop(columns=["n_models"])
     return show.to_string(index=False, float_format=lambda v: f"{v:.1f}", na_rep="-")
 
 
-def main(argv=None) -> int:
+def predict_table(images, run_dir, catalog=None, bands=None, **kwargs) -> pd.DataFrame:
+    """The survey table in memory (`predict_stream.predict_table`): one row per (galaxy, band) image
+    with pgc, band, file, inclination_deg, inclination_bc_deg, sigma_deg, spread_deg, n_models,
+    disagree, status ('ok' or the reason) and each member's value; bad files never stop the others."""
+    from .predict_stream import predict_table as _predict_table
+
+    return _predict_table(images, run_dir, catalog=catalog, bands=bands, **kwargs)
+
+
+def write_table(images, run_dir, out, catalog=None, bands=None, **kwargs) -> dict:
+    """The survey table written to `out` (.csv / .parquet) chunk by chunk (`predict_stream.write_table`)."""
+    from .predict_stream import write_table as _write_table
+
+    return _write_table(images, run_dir, out, catalog=catalog, bands=bands, **kwargs)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m inclinet_utils.predict",
-        description="Inclinations (deg) of galaxy images from a run's trained IncliNET models: "
-                    "ensemble median, spread (std over models) and each model's value.",
+        description="Inclinations (deg) of galaxy images from a run's trained IncliNET models: one row per "
+                    "(galaxy, band) image with the ensemble median, its bias-corrected value and calibrated "
+                    "1-sigma uncertainty (from 06_evaluate), the spread, the disagreement alarm, each model's "
+                    "value and a status ('ok' or why the file could not be used).",
     )
-    parser.add_argument("images", nargs="+", metavar="IMAGE",
+    parser.add_argument("files", nargs="*", metavar="IMAGE",
                         help="input images: pgc<ID>_..._{g,r,i}.png (black galaxy on white) or colour .jpg")
     parser.add_argument("--run", required=True, help="run folder holding models/Uset_<jjj>_<model>.keras")
+    parser.add_argument("--images", help="folder of input images (every file in it, or the catalog's galaxies)")
+    parser.add_argument("--catalog", help="catalog (pgc column) of the galaxies to measure in --images")
     parser.add_argument("--band", choices=["g", "r", "i", "gri"],
-                        help="band of every image (default: from each file name)")
-    parser.add_argument("--csv", help="also write the table to this CSV file (must not exist)")
+                        help="band of every image (default: from each file name); with --catalog the band to "
+                             "measure (default: every band the run trained on)")
+    parser.add_argument("--out", help="write the table to this .csv or .parquet file (must not exist)")
+    parser.add_argument("--csv", help="same as --out FILE.csv (kept for older scripts)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted --out table")
+    parser.add_argument("--chunk-size", type=int, default=256, help="images per chunk (default 256)")
+    parser.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786) or 'local' for a "
+                                            "LocalCluster; default: this process")
+    parser.add_argument("--no-flips", action="store_true", help="do not average over the image's flips")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _inputs(args, parser):
+    if bool(args.files) == bool(args.images):
+        parser.error("give image files or --images DIR (not both)")
+    if args.catalog and not args.images:
+        parser.error("--catalog needs --images DIR")
+    if args.images and not Path(args.images).is_dir():
+        raise FileNotFoundError(f"image folder {args.images} does not exist")
+    if args.catalog and not Path(args.catalog).is_file():
+        raise FileNotFoundError(f"catalog {args.catalog} does not exist")
+    if args.chunk_size < 1:
+        raise ValueError(f"--chunk-size {args.chunk_size}; expected 1 or more")
+    return args.images or args.files
+
+
+def _report_failures(table: pd.DataFrame, most: int = 50) -> None:
+    """The files not measured and why, on stderr (the first `most`, then a count)."""
+    bad = table[table["status"] != "ok"]
+    for _, row in bad.head(most).iterrows():
+        print(f"{row['file']}: {row['status']}", file=sys.stderr)
+    if len(bad) > most:
+        print(f"... and {len(bad) - most} more files not measured (see the status column)", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+    out = args.out or args.csv
+    opts = dict(catalog=args.catalog, bands=args.band, chunk_size=args.chunk_size, scheduler=args.scheduler,
+                flips=not args.no_flips, progress=not args.no_progress)
     try:
-        # Check the images first: a bad path fails fast, before TensorFlow loads.
-        bands = [args.band] * len(args.images) if args.band else None
-        check_images(args.images, bands)
-        if args.csv and Path(args.csv).exists():
-            raise FileExistsError(f"{args.csv} already exists; refusing to overwrite it")
-        table = predict_inclinations(args.images, args.run, bands)
+        images = _inputs(args, parser)
+        if not Path(args.run).is_dir():
+            raise FileNotFoundError(f"run folder {args.run} does not exist")
+        if out:
+            summary = write_table(images, args.run, out, resume=args.resume, **opts)
+            from .predict_stream import read_table
+
+            n_ok, table = summary["n_ok"], None
+            print(f"wrote {summary['n_rows']} rows ({n_ok} ok) to {out}")
+            if n_ok < summary["n_rows"]:
+                _report_failures(read_table(out, columns=["file", "status"]))
+        else:
+            table = predict_table(images, args.run, **opts)
+            n_ok = int((table["status"] == "ok").sum())
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_predictions(table))
-    if args.csv:
-        from . import io as iio
-
-        iio.write_text(args.csv, table.to_csv(index=False))
+    if table is not None:
+        print(format_predictions(table))
+        _report_failures(table)
+    if n_ok == 0:
+        print("error: no image could be measured", file=sys.stderr)
+        return 1
     return 0
 
 

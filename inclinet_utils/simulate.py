@@ -222,8 +222,14 @@ def _resolve_workers(n_workers):
     return int(n_workers)
 
 
-def _render_all(tasks: list, workers: int, progress: bool) -> list:
-    """`_work` over `tasks` in order, in `workers` processes (this one if 1), with a progress bar."""
+def _render_all(tasks: list, workers: int, progress: bool, client=None) -> list:
+    """`_work` over `tasks` in order, in `workers` processes (this one if 1), with a progress bar;
+    on the workers of a Dask `client` (`executor`) when one is given."""
+    if client is not None:
+        from .executor import dask_client, map_ordered
+
+        with dask_client(client) as c:
+            return map_ordered(_work, tasks, c, progress, "00_simulate")
     bar = dict(desc="00_simulate", unit="galaxy", disable=not progress)
     if workers <= 1:
         return [_work(task) for task in tqdm(tasks, **bar)]
@@ -231,13 +237,15 @@ def _render_all(tasks: list, workers: int, progress: bool) -> list:
 
 
 def simulate_sample(out_dir, n_galaxies: int, seed: int, n_workers: int | None = None,
-                    progress: bool = True) -> pd.DataFrame:
+                    progress: bool = True, client=None) -> pd.DataFrame:
     """Render a synthetic sample into `out_dir` (which must not exist) and return its catalog.
 
     Writes ``out_dir/galaxies/pgc<ID>_d25x2_rot_{g,r,i}.png`` and ``..._gri.jpg``
     and ``out_dir/catalogs/catalog.csv``; the folder appears only when complete.
     `n_workers` None or 0 uses every core. The output is identical for any
-    number of workers (each galaxy has its own seed from a SeedSequence).
+    number of workers (each galaxy has its own seed from a SeedSequence). A Dask
+    `client` or scheduler address (`executor.dask_client`) renders on its workers
+    (they must share the output file system).
     """
     _check_args(n_galaxies, seed, n_workers)
     out_dir = Path(out_dir)
@@ -251,7 +259,7 @@ def simulate_sample(out_dir, n_galaxies: int, seed: int, n_workers: int | None =
         folder = tmp / GALAXIES_DIR
         folder.mkdir()
         tasks = [(rec, s, str(folder)) for rec, s in zip(params.to_dict("records"), seeds)]
-        b_a = [q for _, q in _render_all(tasks, workers, progress)]
+        b_a = [q for _, q in _render_all(tasks, workers, progress, client)]
         table = catalog_table(params, b_a)
         icat.write_catalog(table, tmp / CATALOG_FILE)
     log.info("rendered %d galaxies with %d worker(s) in %.1f s into %s", len(params), workers,

@@ -12,6 +12,7 @@ from PIL import Image
 
 from galaxy_shapes import oblate
 from inclinet_utils import evaluate as ev
+from inclinet_utils import uncertainty as ev_uncertainty
 from inclinet_utils import inference
 from inclinet_utils import metrics as mt
 from inclinet_utils import io as iio
@@ -207,6 +208,14 @@ def test_evaluate_run_writes_metrics_json_and_tables(tiny_run):
         assert (run / "evaluation" / name).is_file(), name
     by_band = pd.read_csv(run / "evaluation" / "metrics_by_band.csv")
     assert set(by_band["band"]) == {"g", "gri", "all", "combined"}
+    # Calibrated uncertainty: fitted on training galaxies, its held-out coverage in metrics.json.
+    cal = json.loads((run / "evaluation" / "uncertainty.json").read_text())
+    assert cal["row"] == "all/median+bc" and cal["n"] == 24 and cal["b"] > 0
+    calib = pd.read_csv(run / "evaluation" / "calibration_test.csv")
+    assert len(calib) == 2 * n_test and set(calib["pgc"]) == test_ids
+    for level in (68, 95):
+        inside = (calib["residual_deg"].abs() <= ev_uncertainty.z_of(level / 100) * calib["sigma_deg"]).mean()
+        assert written["all/median+bc"][f"coverage_{level}"] == pytest.approx(inside, abs=1e-4)
     text = ev.summarize_metrics(written)
     assert "all/median" in text and "axis_ratio+bc" in text and "model4/Uset_000" not in text
     with pytest.raises(FileExistsError, match="metrics.json|evaluation"):
