@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import BANDS
+from .presets import INSTRUMENTS
 
 RUN_JSON = "run.json"
 RUN_STAGE = "run"  # the 'stage' of run-wide parameters
@@ -120,6 +121,11 @@ RULES = {
     "axis_ratio_image": Rule(choices=("original", "prepared")),
     "n_outliers": Rule(low=0),
     "real_sdss_dir": Rule(path="dir"),
+    "instrument": Rule(choices=tuple(INSTRUMENTS)),
+    "init_from": Rule(path="dir"),
+    "trainable": Rule(choices=("all", "head")),
+    "frozen_passes": Rule(low=0),
+    "finetune_learning_rate": Rule(low=0, high=1, low_open=True),
 }
 
 
