@@ -297,7 +297,7 @@ def merge(params: dict[str, Parameter], preset: dict[str, Any] | None = None,
 def validate(params: dict[str, Parameter], values: dict[str, Any], sources: dict[str, str]) -> dict[str, Any]:
     """Every value checked and typed; real input needs both an image folder and a catalog that parses."""
     checked = {name: check_value(p, values[name], sources.get(name, "default")) for name, p in params.items()}
-    for name in ("images_dir", "catalog_path"):
+    for name in ("images_dir", "catalog_path", "init_from"):
         if checked.get(name):
             checked[name] = str(Path(checked[name]).resolve())
     check_input(checked.get("images_dir", ""), checked.get("catalog_path", ""))

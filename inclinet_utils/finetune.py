@@ -6,7 +6,7 @@ before anything is written, the parent model of every (model, Uset) to train: th
 parent's ``models/Uset_<jjj>_<model>.keras`` of the same Uset where it exists, else of
 Uset 000, and refuses (naming both runs) a parent whose model or image size differs.
 `initialise` copies its weights into the freshly built network, `set_frozen` freezes or
-thaws the convolution blocks, and `UnfreezeAt` (a Keras callback) thaws them after
+thaws the convolution blocks, and `unfreeze_at` (a Keras callback) thaws them after
 `frozen_passes` passes. `record_parent` writes the parent run and its metrics into the
 child's run.json, so the chain of runs can be followed back.
 
@@ -167,32 +167,26 @@ def frozen_steps(ft: FineTune, n_files: int, n_steps: int) -> int:
     return n_steps if ft.trainable == "head" else min(n_steps, int(ft.frozen_passes) * int(n_files))
 
 
-def _callback_base():
+def unfreeze_at(step: int):
+    """A Keras callback that thaws the convolution blocks at the start of epoch `step` and
+    rebuilds the train function, so that epoch's first batch already updates them."""
     import keras
 
-    return keras.callbacks.Callback
+    class UnfreezeAt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == step:
+                set_frozen(self.model, False)
+                self.model.make_train_function(force=True)
+                log.info("step %d: convolution blocks thawed", epoch)
 
-
-class UnfreezeAt(_callback_base()):
-    """Keras callback: the convolution blocks are frozen before epoch `step` and thawed from it
-    (the train function is rebuilt, so the next batch already updates them)."""
-
-    def __init__(self, step: int):
-        super().__init__()
-        self.step = int(step)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.step:
-            set_frozen(self.model, False)
-            self.model.make_train_function(force=True)
-            log.info("step %d: convolution blocks thawed", epoch)
+    return UnfreezeAt()
 
 
 def prepare(model, ft: FineTune, start: int, n_files: int, n_steps: int) -> list:
     """Freeze the blocks if training resumes (or starts) inside the frozen steps; the callbacks."""
     n_frozen = frozen_steps(ft, n_files, n_steps)
     set_frozen(model, start < n_frozen)
-    return [UnfreezeAt(n_frozen)] if start < n_frozen < n_steps else []
+    return [unfreeze_at(n_frozen)] if start < n_frozen < n_steps else []
 
 
 # ---- the record ---------------------------------------------------------------------------
@@ -215,3 +209,38 @@ def record_parent(run_dir, ft: FineTune) -> Path:
     record["finetune"] = {**ft.as_params(), "learning_rate": ft.learning_rate}
     iio.write_json(path, record, overwrite=True)
     return path
+
+
+# ---- what the notebooks show ----------------------------------------------------------------
+
+def parent_history(ft: FineTune, model_name: str, uset: int) -> dict:
+    """The step history (evalDict) of the parent training a child (model, Uset) started from."""
+    from .train import load_history
+
+    name, parent_uset = layout.parse_model_file_name(parent_model_path(ft, model_name, uset).name)
+    return load_history(ft.init_from, name, parent_uset)
+
+
+def parent_of(run_dir) -> dict | None:
+    """The parent recorded in a run's run.json (None: not a fine-tuned run); its metrics are
+    re-read from the parent's metrics.json when it was evaluated after the child started."""
+    path = layout.run_paths(run_dir)["run_json"]
+    parent = iio.read_json(path).get("parent") if path.is_file() else None
+    if parent and parent.get("metrics") is None and Path(parent["run_dir"]).is_dir():
+        parent = {**parent, "metrics": parent_record(parent["run_dir"])["metrics"]}
+    return parent
+
+
+def metrics_beside_parent(run_dir, metrics: dict, columns=("rms_deg", "mae_deg", "bias_deg", "rms_true_deg")):
+    """The child's metrics.json rows beside its parent's (same row names), or None without a parent."""
+    import pandas as pd
+
+    parent = parent_of(run_dir)
+    if not parent or not parent.get("metrics"):
+        return None
+    both = {"this run": pd.DataFrame.from_dict(metrics, orient="index"),
+            f"parent {parent['run_name']}": pd.DataFrame.from_dict(parent["metrics"], orient="index")}
+    keep = [c for c in columns if all(c in t.columns for t in both.values())]
+    table = pd.concat({k: t[keep] for k, t in both.items()}, axis=1)
+    table.index.name = "row"
+    return table.swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
