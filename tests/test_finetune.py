@@ -119,3 +119,29 @@ def test_command_line_fine_tunes_and_run_json_names_the_parent(parent_run, tmp_p
     parent, trained = _final(parent_run, uset=0), _final(child, uset=1)
     for a, b in zip(_block_weights(parent), _block_weights(trained)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_runner_records_the_parent_of_a_fine_tuning_run(parent_run):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_notebooks", Path(__file__).resolve().parents[1] / "run_notebooks.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    assert runner._parent({"init_from": ""}) == {}
+    parent = runner._parent({"init_from": str(parent_run)})["parent"]
+    assert parent["run_dir"] == str(parent_run.resolve()) and parent["metrics"]["ensemble_mean"]["rms_deg"] == 7.5
+
+
+def test_evaluation_shows_the_parents_metrics_beside_the_childs(parent_run, tmp_path):
+    from inclinet_utils import plots
+
+    assert finetune.metrics_beside_parent(tmp_path, {"ensemble_mean": {"rms_deg": 5.0}}) is None  # no parent
+    finetune.record_parent(tmp_path, finetune.FineTune(str(parent_run)))
+    table = finetune.metrics_beside_parent(tmp_path, {"ensemble_mean": {"rms_deg": 5.0, "mae_deg": 4.0}})
+    assert table.loc["ensemble_mean", ("rms_deg", "this run")] == 5.0
+    assert table.loc["ensemble_mean", ("rms_deg", f"parent {parent_run.name}")] == 7.5
+    ft = finetune.FineTune(str(parent_run))
+    history = finetune.parent_history(ft, "model4", 3)  # no Uset 003 in the parent: Uset 000's
+    assert sorted(history) == [0, 1]
+    fig = plots.chained_training_curves(history, history)
+    assert len(fig.axes[1].lines) >= 4  # parent and child, train and validation
