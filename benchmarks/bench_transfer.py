@@ -186,11 +186,12 @@ def run(args) -> dict:
     for n in LABEL_COUNTS:
         labelled = _subset(pool, slice(0, n))
         kw = dict(files=cfg["n_files"], passes=cfg["n_passes"], file_size=cfg["file_size"])
-        scratch = train_run(run_dir / f"scratch_{n}", labelled, cfg, args.seed, **kw)
         tuned = train_run(run_dir / f"finetuned_{n}", labelled, cfg, args.seed, ft=ft, **kw)
-        result[str(n)] = {"as_is": as_is, "scratch": scores(test["inc_true"], predict(scratch, test["images"])),
-                          "finetuned": scores(test["inc_true"], predict(tuned, test["images"])),
+        result[str(n)] = {"as_is": as_is, "finetuned": scores(test["inc_true"], predict(tuned, test["images"])),
                           "axis_ratio": axis}
+        if not args.no_scratch:
+            scratch = train_run(run_dir / f"scratch_{n}", labelled, cfg, args.seed, **kw)
+            result[str(n)]["scratch"] = scores(test["inc_true"], predict(scratch, test["images"]))
         print_table({str(n): result[str(n)]})
     result["wall_s"] = round(time.perf_counter() - start, 1)
     result["setup"] = {**cfg, "run_dir": str(run_dir), "instrument": args.instrument, "parent": str(parent_path), "model": MODEL,
@@ -201,7 +202,7 @@ def run(args) -> dict:
 
 def print_table(result: dict) -> None:
     rows = [(n, kind, r[kind]) for n, r in result.items() if n.isdigit()
-            for kind in ("as_is", "scratch", "finetuned", "axis_ratio")]
+            for kind in ("as_is", "scratch", "finetuned", "axis_ratio") if kind in r]
     for n, kind, s in rows:
         print(f"{n:>6} {kind:<11} rms {s['rms_deg']:6.2f}  mae {s['mae_deg']:6.2f}  bias {s['bias_deg']:+6.2f}"
               f"  n {s['n']}", flush=True)
@@ -219,6 +220,8 @@ def main(argv=None) -> int:
     p.add_argument("--trainable", choices=finetune.TRAINABLE, default="all")
     p.add_argument("--frozen-passes", type=int, default=0)
     p.add_argument("--finetune-learning-rate", type=float, default=finetune.FINETUNE_LEARNING_RATE)
+    p.add_argument("--no-scratch", action="store_true",
+                   help="skip the scratch trainings (fine-tuning experiments against a table already measured)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     result = run(args)

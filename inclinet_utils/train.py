@@ -337,12 +337,12 @@ def train_all(run_dir, models, usets, size: int, n_passes: int, training_batch_s
                               output_activation, mixed_precision)
     usets = _requested_usets(run_dir, usets, size)
     val_path = validation_file(run_dir, size)  # fail before any training starts
+    configure_threads()  # before the parents below start TensorFlow
     if finetune is not None:
         from . import finetune as ift
 
         ift.check_parents(finetune, run_dir, models, usets, size)
         ift.record_parent(run_dir, finetune)
-    configure_threads()
     from .train_dataset import ValidationSet
 
     validation = ValidationSet(val_path, size, training_batch_size)

@@ -75,17 +75,15 @@ def test_head_training_keeps_the_blocks_and_changes_the_head(parent_run, tmp_pat
 
 
 def test_frozen_passes_then_every_layer_trains(parent_run, tmp_path):
-    child = _child(tmp_path)
     ft = finetune.FineTune(str(parent_run), trainable="all", frozen_passes=1, learning_rate=1e-3)
-    train.train_all(child, ["model4"], [], S, n_passes=2, seed=4, max_steps=2, finetune=ft, **KW)
-    ckpt = train.training_paths(child, "model4", 0)["checkpoint"]
-    with np.load(ckpt) as z:  # after the frozen pass (2 files): the blocks still the parent's
-        saved_conv1 = z["v0000"]
-    np.testing.assert_array_equal(saved_conv1, _final(parent_run).get_layer("conv1").kernel.numpy())
-    train.train_all(child, ["model4"], [], S, n_passes=2, seed=4, finetune=ft, **KW)  # resumes, thaws
-    trained = _final(child)
-    assert not np.array_equal(trained.get_layer("conv1").kernel.numpy(),
-                              _final(parent_run).get_layer("conv1").kernel.numpy())
+    parent_conv1 = _final(parent_run).get_layer("conv1").kernel.numpy()
+    stopped = _child(tmp_path / "stopped")
+    train.train_all(stopped, ["model4"], [], S, n_passes=2, seed=4, max_steps=2, finetune=ft, **KW)
+    with np.load(train.training_paths(stopped, "model4", 0)["checkpoint"]) as z:
+        np.testing.assert_array_equal(z["v0000"], parent_conv1)  # after the frozen pass (2 files)
+    whole = _child(tmp_path / "whole")  # one model.fit: the callback thaws the blocks at step 2
+    train.train_all(whole, ["model4"], [], S, n_passes=2, seed=4, finetune=ft, **KW)
+    assert not np.array_equal(_final(whole).get_layer("conv1").kernel.numpy(), parent_conv1)
 
 
 def test_parent_of_another_size_or_model_is_refused_naming_both(parent_run, tmp_path):
