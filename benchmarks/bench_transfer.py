@@ -3,7 +3,7 @@ trained from scratch on the new labels, and fine-tuned from the SDSS-like run.
 
     python benchmarks/bench_transfer.py --quick               # ~10 min on 2 cores
     python benchmarks/bench_transfer.py --parent outputs/<run> --instrument deep
-    python benchmarks/bench_transfer.py --quick --finetune-learning-rate 1e-4 --frozen-passes 1
+    python benchmarks/bench_transfer.py --quick --parent RUN/parent --no-scratch --finetune-learning-rate 3e-4 1e-4 1e-3
 
 Steps, all in a new folder (``--run-dir``, default ``outputs/transfer_<time>``):
 
@@ -181,14 +181,18 @@ def run(args) -> dict:
     pool = _subset(new, slice(cfg["n_test"], None))
     as_is = scores(test["inc_true"], predict(parent_path, test["images"]))
     axis = scores(test["inc_true"], inclination_from_axis_ratio(test["b_a"], q0=0.2))
-    ft = finetune.FineTune(str(parent_dir), args.trainable, args.frozen_passes, args.finetune_learning_rate)
+    rates = list(args.finetune_learning_rate)
+    tunes = {("finetuned" if k == 0 else f"finetuned_lr{lr:g}"): finetune.FineTune(
+        str(parent_dir), args.trainable, args.frozen_passes, lr) for k, lr in enumerate(rates)}
+    ft = tunes["finetuned"]
     result = {}
     for n in LABEL_COUNTS:
         labelled = _subset(pool, slice(0, n))
         kw = dict(files=cfg["n_files"], passes=cfg["n_passes"], file_size=cfg["file_size"])
-        tuned = train_run(run_dir / f"finetuned_{n}", labelled, cfg, args.seed, ft=ft, **kw)
-        result[str(n)] = {"as_is": as_is, "finetuned": scores(test["inc_true"], predict(tuned, test["images"])),
-                          "axis_ratio": axis}
+        result[str(n)] = {"as_is": as_is, "axis_ratio": axis}
+        for name, tune in tunes.items():
+            tuned = train_run(run_dir / f"{name}_{n}", labelled, cfg, args.seed, ft=tune, **kw)
+            result[str(n)][name] = scores(test["inc_true"], predict(tuned, test["images"]))
         if not args.no_scratch:
             scratch = train_run(run_dir / f"scratch_{n}", labelled, cfg, args.seed, **kw)
             result[str(n)]["scratch"] = scores(test["inc_true"], predict(scratch, test["images"]))
@@ -202,9 +206,10 @@ def run(args) -> dict:
 
 def print_table(result: dict) -> None:
     rows = [(n, kind, r[kind]) for n, r in result.items() if n.isdigit()
-            for kind in ("as_is", "scratch", "finetuned", "axis_ratio") if kind in r]
+            for kind in ("as_is", "scratch", "finetuned", *sorted(k for k in r if k.startswith("finetuned_")),
+                         "axis_ratio") if kind in r]
     for n, kind, s in rows:
-        print(f"{n:>6} {kind:<11} rms {s['rms_deg']:6.2f}  mae {s['mae_deg']:6.2f}  bias {s['bias_deg']:+6.2f}"
+        print(f"{n:>6} {kind:<18} rms {s['rms_deg']:6.2f}  mae {s['mae_deg']:6.2f}  bias {s['bias_deg']:+6.2f}"
               f"  n {s['n']}", flush=True)
 
 
@@ -219,7 +224,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-workers", type=int, default=0, help="render processes; 0: all cores")
     p.add_argument("--trainable", choices=finetune.TRAINABLE, default="all")
     p.add_argument("--frozen-passes", type=int, default=0)
-    p.add_argument("--finetune-learning-rate", type=float, default=finetune.FINETUNE_LEARNING_RATE)
+    p.add_argument("--finetune-learning-rate", type=float, nargs="+", default=[finetune.FINETUNE_LEARNING_RATE],
+                   help="fine-tuning rate(s): the first gives the 'finetuned' rows, others 'finetuned_lr<x>'")
     p.add_argument("--no-scratch", action="store_true",
                    help="skip the scratch trainings (fine-tuning experiments against a table already measured)")
     args = p.parse_args(argv)
