@@ -15,7 +15,9 @@ star-forming knots, a midplane dust lane); stars and contaminants
 (:mod:`.simulate_field`: foreground stars, faint background galaxies, an
 overlapping bright star or neighbour galaxy for some); observing
 (:mod:`.simulate_observe`: SDSS pixel scale, seeing PSF, sky, Poisson and read
-noise); the display stretch to the 8-bit products (:mod:`.simulate_display`).
+noise); the display stretch to the 8-bit products (:mod:`.simulate_display`). The telescope is
+an `instrument` (``presets.INSTRUMENTS``: "sdss", the default, or "deep"), the same files
+for any of them.
 """
 
 from __future__ import annotations
