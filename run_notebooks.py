@@ -137,7 +137,17 @@ def new_record(run_dir: Path, values: dict, sources: dict, args, stages: list[st
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "stages": {},
+        **_parent(values),
     }
+
+
+def _parent(values: dict) -> dict:
+    """A fine-tuning run's parent (05_train's init_from) and its metrics, for run.json."""
+    if not values.get("init_from"):
+        return {}
+    from inclinet_utils import finetune
+
+    return {"parent": finetune.parent_record(values["init_from"])}
 
 
 def resumed_record(run_dir: Path, params: dict, values: dict, sources: dict) -> dict:

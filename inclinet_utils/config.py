@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import BANDS
+from .presets import INSTRUMENTS
 
 RUN_JSON = "run.json"
 RUN_STAGE = "run"  # the 'stage' of run-wide parameters
@@ -120,6 +121,11 @@ RULES = {
     "axis_ratio_image": Rule(choices=("original", "prepared")),
     "n_outliers": Rule(low=0),
     "real_sdss_dir": Rule(path="dir"),
+    "instrument": Rule(choices=tuple(INSTRUMENTS)),
+    "init_from": Rule(path="dir"),
+    "trainable": Rule(choices=("all", "head")),
+    "frozen_passes": Rule(low=0),
+    "finetune_learning_rate": Rule(low=0, high=1, low_open=True),
 }
 
 
@@ -291,7 +297,7 @@ def merge(params: dict[str, Parameter], preset: dict[str, Any] | None = None,
 def validate(params: dict[str, Parameter], values: dict[str, Any], sources: dict[str, str]) -> dict[str, Any]:
     """Every value checked and typed; real input needs both an image folder and a catalog that parses."""
     checked = {name: check_value(p, values[name], sources.get(name, "default")) for name, p in params.items()}
-    for name in ("images_dir", "catalog_path"):
+    for name in ("images_dir", "catalog_path", "init_from"):
         if checked.get(name):
             checked[name] = str(Path(checked[name]).resolve())
     check_input(checked.get("images_dir", ""), checked.get("catalog_path", ""))

@@ -537,3 +537,44 @@ def uncertainty_calibration(table, calibration, levels=np.linspace(0.05, 0.99, 2
             title="calibration on held-out test images")
     fig.tight_layout()
     return fig
+# ---- end section: uncertainty calibration ----
+
+
+def chained_training_curves(parent_history: dict, history: dict, title: str = "", figsize=(8, 3)):
+    """A fine-tuned training's curves after its parent's: parent steps at negative x (grey),
+    the child's from 0 (blue); the dashed line marks where the fine-tuning starts."""
+    fig = Figure(figsize=figsize)
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.18, top=0.86 if title else 0.95, wspace=0.3)
+    ax_mse, ax_mae = fig.subplots(1, 2)
+    n_parent = len(parent_history)
+    if parent_history:
+        shifted = {int(s) - n_parent: e for s, e in sorted(parent_history.items(), key=lambda kv: int(kv[0]))}
+        _curves_on(ax_mse, ax_mae, shifted, label="parent ", color="0.5")
+    if history:
+        _curves_on(ax_mse, ax_mae, {int(s): e for s, e in history.items()}, label="fine-tuned ", color="C0")
+    for ax in (ax_mse, ax_mae):
+        ax.axvline(-0.5, color="k", ls="--", lw=0.8)
+    ax_mae.legend(fontsize=7)
+    ax_mse.set_yscale("log")
+    ax_mse.set(xlabel="step (parent < 0 <= this run)", ylabel="MSE (deg$^2$)")
+    ax_mae.set(xlabel="step (parent < 0 <= this run)", ylabel="MAE (deg)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def instrument_gallery(rendered: dict, size: float = 1.8):
+    """Galaxies of `realism.render_instruments`: per instrument a row of composites and a row of r bands."""
+    names = list(rendered)
+    n = max(len(rows) for rows in rendered.values())
+    fig = Figure(figsize=(size * n, size * 2 * len(names) + 0.3), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(2 * len(names), n, squeeze=False))
+    for i, name in enumerate(names):
+        for j in range(n):
+            for k, ax in enumerate((axes[2 * i, j], axes[2 * i + 1, j])):
+                ax.set_axis_off()
+                if j < len(rendered[name]):
+                    pgc, inc, gray, rgb, _ = rendered[name][j]
+                    ax.imshow(rgb if k == 0 else gray, cmap=None if k == 0 else "gray", vmin=0, vmax=255)
+                    ax.set_title(f"{name} {'gri' if k == 0 else 'r'}, i={inc:.0f}", fontsize=7)
+    return fig

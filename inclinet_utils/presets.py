@@ -29,3 +29,23 @@ PRESETS = {
         "mixed_precision": "auto",
     },
 }
+
+# Stage 00 instruments (simulate_observe.Instrument fields). Depth is the electrons per
+# nanomaggy (gain x exposure x throughput); the sky and read noise set the noise per pixel.
+INSTRUMENTS = {
+    "sdss": {
+        "pixel_scale": 0.396, "psf_fwhm": (1.4, 0.08, 1.0, 2.0),
+        "e_per_nmgy": {"g": 920.0, "r": 900.0, "i": 750.0},
+        "sky_mag": {"g": 21.8, "r": 20.9, "i": 20.3}, "read_noise_e": 5.0,
+        "rgb_weights": {"g": 2.0, "r": 1.3, "i": 1.0},
+    },
+    # A deeper survey (HSC/Legacy-like): 0.2"/px, ~0.7" seeing, 6x the electrons per
+    # nanomaggy on a darker sky, composite weighted towards red (i), as many of the newer
+    # surveys' colour images are.
+    "deep": {
+        "pixel_scale": 0.2, "psf_fwhm": (0.7, 0.06, 0.5, 1.0),
+        "e_per_nmgy": {"g": 5500.0, "r": 5400.0, "i": 4500.0},
+        "sky_mag": {"g": 22.1, "r": 21.2, "i": 20.5}, "read_noise_e": 4.0,
+        "rgb_weights": {"g": 1.0, "r": 1.2, "i": 1.8},
+    },
+}

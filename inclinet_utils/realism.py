@@ -485,3 +485,34 @@ def save_report(run_dir: str | os.PathLike, real: pd.DataFrame, synthetic: pd.Da
         iio.write_text(tmp / "placement.csv", placed.to_csv(index=False))
         iio.write_json(tmp / "summary.json", summary)
     return folder
+
+
+# ---- two instruments side by side --------------------------------------------------------
+
+def render_instruments(n_galaxies: int = 4, seed: int = 0, instruments=("sdss", "deep")) -> dict:
+    """The same `n_galaxies` usable galaxies (inclination >= 45) seen by each instrument:
+    {name: [(pgc, inc_true, r gray (512, 512), composite (512, 512, 3), statistics)]}.
+
+    Each galaxy keeps its parameters and render seed; only the instrument's grid, seeing,
+    sky, noise and composite colours change (presets.INSTRUMENTS)."""
+    from . import simulate
+
+    out = {}
+    for name in instruments:
+        params = simulate.draw_parameters(max(40, 4 * n_galaxies), seed, instrument=name)
+        keep = params.index[params["inc_flg"] == 0][:n_galaxies]
+        rows = []
+        for k in keep:
+            r = simulate.render_galaxy(params.loc[k].to_dict(), np.random.SeedSequence([seed, int(k)]), name)
+            stats, region = gray_statistics(r.gray["r"], float(params.at[k, "inc"]))
+            stats.update(colour_statistics(r.rgb, region))
+            rows.append((int(params.at[k, "pgc"]), float(params.at[k, "inc_true"]), r.gray["r"], r.rgb, stats))
+        out[name] = rows
+    return out
+
+
+def instrument_table(rendered: dict, stats=("extent", "q_excess", "sky_noise", "sky_noise_rgb", "disk_rg",
+                                            "disk_bg")) -> pd.DataFrame:
+    """Median of each statistic per instrument over the galaxies of `render_instruments`."""
+    return pd.DataFrame({name: {s: float(np.nanmedian([row[4][s] for row in rows])) for s in stats}
+                         for name, rows in rendered.items()})

@@ -15,7 +15,9 @@ star-forming knots, a midplane dust lane); stars and contaminants
 (:mod:`.simulate_field`: foreground stars, faint background galaxies, an
 overlapping bright star or neighbour galaxy for some); observing
 (:mod:`.simulate_observe`: SDSS pixel scale, seeing PSF, sky, Poisson and read
-noise); the display stretch to the 8-bit products (:mod:`.simulate_display`).
+noise); the display stretch to the 8-bit products (:mod:`.simulate_display`). The telescope is
+an `instrument` (``presets.INSTRUMENTS``: "sdss", the default, or "deep"), the same files
+for any of them.
 """
 
 from __future__ import annotations
@@ -84,13 +86,14 @@ def _check_args(n_galaxies, seed, n_workers) -> None:
         raise SimulationError(f"n_workers={n_workers!r}; expected None, 0 (all cores) or a positive integer")
 
 
-def draw_parameters(n: int, seed: int, priors: Priors = PRIORS) -> pd.DataFrame:
+def draw_parameters(n: int, seed: int, priors: Priors = PRIORS, instrument="sdss") -> pd.DataFrame:
     """Draw the physical parameters and catalog labels of `n` galaxies (no rendering).
 
-    Deterministic in (n, seed, priors); see :func:`.simulate_population.draw_parameters`.
+    Deterministic in (n, seed, priors, instrument: a name of presets.INSTRUMENTS or an
+    `simulate_observe.Instrument`); see :func:`.simulate_population.draw_parameters`.
     """
     _check_args(n, seed, None)
-    return population.draw_parameters(int(n), int(seed), priors)
+    return population.draw_parameters(int(n), int(seed), priors, observe.instrument(instrument))
 
 
 # ---------------------------------------------------------------------------
@@ -107,17 +110,19 @@ class RenderedGalaxy:
     b_a: float          # axis ratio measured on the r image (NaN if it failed)
 
 
-def render_galaxy(params: Mapping, seed) -> RenderedGalaxy:
+def render_galaxy(params: Mapping, seed, instrument="sdss") -> RenderedGalaxy:
     """Render one galaxy of `draw_parameters` in g, r, i and make its output images.
 
     `seed` is an int or a numpy SeedSequence; the result depends only on
-    (params, seed), so any worker can render any galaxy.
+    (params, seed, instrument), so any worker can render any galaxy. `instrument`: a
+    name of presets.INSTRUMENTS or a `simulate_observe.Instrument` (pixel grid, noise, colours).
     """
     p = dict(params)
+    inst = observe.instrument(instrument)
     seed = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     rng = np.random.default_rng(seed)
     deviate = _galsim_deviate(seed)
-    frame = observe.make_frame(p)
+    frame = observe.make_frame(p, inst)
     geo = galaxy.Geometry.of(p)
     fluxes = galaxy.ComponentFluxes.of(p)
     smooth = galaxy.smooth_components(p, geo, frame)
@@ -135,10 +140,10 @@ def render_galaxy(params: Mapping, seed) -> RenderedGalaxy:
         if neighbour is not None:
             model += np.float32(neighbour[1][b]) * neighbour[0]
         if trail is not None and b in trail[0]:
-            model += (trail[1] * observe.sky_per_pixel(b, p["sky_dmag"], frame.scale)).astype(np.float32)
-        native[b] = observe.add_sky_and_noise(model, b, p["sky_dmag"], frame.scale, deviate)
+            model += (trail[1] * observe.sky_per_pixel(b, p["sky_dmag"], frame.scale, inst)).astype(np.float32)
+        native[b] = observe.add_sky_and_noise(model, b, p["sky_dmag"], frame.scale, deviate, inst)
     b_a = measure_axis_ratio(native["r"], galaxy_dark=False)  # the baseline's photutils measurement
-    gray, rgb = display.to_display(native, frame.scale, rng)
+    gray, rgb = display.to_display(native, frame.scale, rng, inst.rgb_weights)
     return RenderedGalaxy(gray=gray, rgb=rgb, native=native, scale=frame.scale, b_a=b_a)
 
 
@@ -180,22 +185,23 @@ def _encode(rendered: RenderedGalaxy) -> dict[str, bytes]:
 
 def _work(task):
     """Render one galaxy and write its four images; (pgc, b_a). Runs in a worker process."""
-    params, seed_seq, folder = task
-    rendered = render_galaxy(params, seed_seq)
+    params, seed_seq, folder, inst = task
+    rendered = render_galaxy(params, seed_seq, inst)
     names = galaxy_file_names(params["pgc"])
     for band, data in _encode(rendered).items():
         iio.write_bytes(Path(folder) / names[band], data)
     return int(params["pgc"]), rendered.b_a
 
 
-def catalog_table(params: pd.DataFrame, b_a) -> pd.DataFrame:
+def catalog_table(params: pd.DataFrame, b_a, instrument="sdss") -> pd.DataFrame:
     """The catalog written by stage 00 (column order CATALOG_COLUMNS)."""
+    inst = observe.instrument(instrument)
     t = params.copy()
     t["b_a"] = np.asarray(b_a, dtype=float)
     t["bar"] = t["bar"].astype(int)
     t["trail"] = t["trail"].astype(int)
     t["contam"] = t["contam"].replace("", "none")
-    t["render_scale"] = [observe.render_grid(d)[1] for d in t["d25"]]
+    t["render_scale"] = [observe.render_grid(d, inst)[1] for d in t["d25"]]
     for col in ("inc_true", "d25", "pa", "pa_img", "m_r", "g_r", "mu0_r", "h_arcsec", "hz_hr", "bt",
                 "re_arcsec", "arm_frac", "knot_frac", "dust_a", "psf_fwhm", "sky_r", "star_density",
                 "contam_sep", "render_scale", "b_a"):
@@ -237,31 +243,33 @@ def _render_all(tasks: list, workers: int, progress: bool, client=None) -> list:
 
 
 def simulate_sample(out_dir, n_galaxies: int, seed: int, n_workers: int | None = None,
-                    progress: bool = True, client=None) -> pd.DataFrame:
+                    progress: bool = True, instrument="sdss", client=None) -> pd.DataFrame:
     """Render a synthetic sample into `out_dir` (which must not exist) and return its catalog.
 
     Writes ``out_dir/galaxies/pgc<ID>_d25x2_rot_{g,r,i}.png`` and ``..._gri.jpg``
     and ``out_dir/catalogs/catalog.csv``; the folder appears only when complete.
     `n_workers` None or 0 uses every core. The output is identical for any
-    number of workers (each galaxy has its own seed from a SeedSequence). A Dask
-    `client` or scheduler address (`executor.dask_client`) renders on its workers
+    number of workers (each galaxy has its own seed from a SeedSequence). `instrument`:
+    a name of presets.INSTRUMENTS ("sdss", the default, or "deep") or an Instrument. A
+    Dask `client` or scheduler address (`executor.dask_client`) renders on its workers
     (they must share the output file system).
     """
     _check_args(n_galaxies, seed, n_workers)
+    inst = observe.instrument(instrument)
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists; stage 00 writes a new folder (use a new run folder)")
     start = time.perf_counter()
-    params = draw_parameters(int(n_galaxies), int(seed))
+    params = draw_parameters(int(n_galaxies), int(seed), instrument=inst)
     seeds = np.random.SeedSequence([int(seed), SALT_RENDER]).spawn(len(params))
     workers = min(_resolve_workers(n_workers), len(params))
     with iio.staged_dir(out_dir) as tmp:
         folder = tmp / GALAXIES_DIR
         folder.mkdir()
-        tasks = [(rec, s, str(folder)) for rec, s in zip(params.to_dict("records"), seeds)]
+        tasks = [(rec, s, str(folder), inst) for rec, s in zip(params.to_dict("records"), seeds)]
         b_a = [q for _, q in _render_all(tasks, workers, progress, client)]
-        table = catalog_table(params, b_a)
+        table = catalog_table(params, b_a, inst)
         icat.write_catalog(table, tmp / CATALOG_FILE)
-    log.info("rendered %d galaxies with %d worker(s) in %.1f s into %s", len(params), workers,
+    log.info("rendered %d %s galaxies with %d worker(s) in %.1f s into %s", len(params), inst.name, workers,
              time.perf_counter() - start, out_dir)
     return table

@@ -63,9 +63,10 @@ def asinh_softening(c, x_sat):
     return math.sqrt(lo * hi)
 
 
-def to_display(native: dict, scale: float, rng) -> tuple[dict, np.ndarray]:
+def to_display(native: dict, scale: float, rng, rgb_weights=None) -> tuple[dict, np.ndarray]:
     """8-bit products of the bands (nmgy / pixel at `scale` arcsec): a gray image per
-    band (band -> (512, 512) uint8) and the colour composite ((512, 512, 3) uint8)."""
+    band (band -> (512, 512) uint8) and the colour composite ((512, 512, 3) uint8);
+    `rgb_weights`: the instrument's composite band weights (None: RGB_WEIGHTS)."""
     sky_level = rng.uniform(*GRAY_SKY_LEVEL)
     noise_gl = rng.uniform(*GRAY_SKY_NOISE)
     sat_frac = 10 ** rng.uniform(*np.log10(CORE_SATURATION))
@@ -74,7 +75,7 @@ def to_display(native: dict, scale: float, rng) -> tuple[dict, np.ndarray]:
             "g": 10 ** rng.uniform(*np.log10(RGB_G_WEIGHT)), "i": rng.uniform(*RGB_I_WEIGHT),
             "sky": np.array(RGB_NAVY_SKY) * rng.uniform(*RGB_NAVY_SCALE) * (rng.uniform() < RGB_NAVY_FRACTION),
             "corner_deg": rng.uniform(5.0, 45.0) if rng.uniform() < RGB_CORNER_FRACTION else 0.0}
-    return gray, colour_image(native, scale, look)
+    return gray, colour_image(native, scale, look, rgb_weights)
 
 
 def gray_image(band: np.ndarray, sky_level: float, noise_gl: float, sat_frac: float) -> np.ndarray:
@@ -95,11 +96,12 @@ def gray_image(band: np.ndarray, sky_level: float, noise_gl: float, sat_frac: fl
     return x.astype(np.uint8)
 
 
-def colour_image(native: dict, scale: float, look: dict) -> np.ndarray:
+def colour_image(native: dict, scale: float, look: dict, rgb_weights=None) -> np.ndarray:
     """Lupton composite at the rendered scale (surface brightness units), resampled like
     the bands. `look`: sky noise in levels of 255 ('noise'), softening 'q', g and i weight
     multipliers, (R, G, B) sky pedestal 'sky', tilt of a rotated frame 'corner_deg' (0: none)."""
-    weights = {"g": RGB_WEIGHTS["g"] * look["g"], "r": RGB_WEIGHTS["r"], "i": RGB_WEIGHTS["i"] * look["i"]}
+    base = RGB_WEIGHTS if rgb_weights is None else rgb_weights
+    weights = {"g": base["g"] * look["g"], "r": base["r"], "i": base["i"] * look["i"]}
     sb = {b: native[b] * (weights[b] / scale ** 2) for b in BANDS}
     sigma = np.mean([robust_sigma(sb[b]) for b in BANDS])
     with np.errstate(invalid="ignore", divide="ignore"):   # zero-intensity pixels

@@ -1,6 +1,7 @@
-"""Stage 00, observing: how SDSS sees a synthetic galaxy (grid, seeing PSF, sky and noise).
+"""Stage 00, observing: how an instrument (SDSS by default) sees a synthetic galaxy (grid, seeing PSF, sky and noise).
 
-The camera side of :mod:`inclinet_utils.simulate`: SDSS photometry constants, the
+The camera side of :mod:`inclinet_utils.simulate`: the `Instrument` (pixel scale, seeing,
+depth, sky, read noise, composite colours; named ones in `presets.INSTRUMENTS`), the
 pixel grid of a 2 x D25 cutout (`Frame`), the Kolmogorov seeing PSF that every
 component is drawn through, the point-like light (arm particles, knots, faint
 stars, background galaxies) convolved with that PSF in one FFT per band, satellite
@@ -13,21 +14,55 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Mapping
 
 import galsim
 import numpy as np
 import scipy.fft
 
+from .presets import INSTRUMENTS
+
 IMAGE_SIZE = 512                # every output image is IMAGE_SIZE x IMAGE_SIZE
-PIXEL_SCALE = 0.396             # SDSS native pixel scale (arcsec/pixel)
-MAX_RENDER_PIX = IMAGE_SIZE     # fields wider than this are drawn binned (coarser pixels)
 BANDS = ("g", "r", "i")
 
-# SDSS photometry (typical DR7/DR8 frames, 53.9 s drift scan): electrons per nanomaggy
-# (gain / NMGYPERCOUNT), dark-sky brightness and read noise.
-E_PER_NMGY = {"g": 920.0, "r": 900.0, "i": 750.0}
-SKY_MAG = {"g": 21.8, "r": 20.9, "i": 20.3}      # mag/arcsec^2
-READ_NOISE_E = 5.0                               # e- per native pixel
+
+@dataclass(frozen=True)
+class Instrument:
+    """How a telescope and camera see the sample: the named instruments are in
+    `inclinet_utils.presets.INSTRUMENTS` ("sdss" is the default).
+
+    pixel_scale: native arcsec / pixel; psf_fwhm: seeing (arcsec) as a log-normal
+    (median, dex, lo, hi); e_per_nmgy: electrons per nanomaggy per band (gain / NMGYPERCOUNT,
+    i.e. the depth of an exposure); sky_mag: dark-sky brightness (mag/arcsec^2);
+    read_noise_e: e- per native pixel; rgb_weights: g, r, i weights of the colour composite;
+    max_render_pix: fields wider than this many native pixels are drawn binned.
+    """
+    name: str
+    pixel_scale: float
+    psf_fwhm: tuple
+    e_per_nmgy: Mapping[str, float]
+    sky_mag: Mapping[str, float]
+    read_noise_e: float
+    rgb_weights: Mapping[str, float]
+    max_render_pix: int = IMAGE_SIZE
+
+
+def instrument(name_or_instrument="sdss") -> Instrument:
+    """The Instrument of a name in presets.INSTRUMENTS (an Instrument passes through)."""
+    if isinstance(name_or_instrument, Instrument):
+        return name_or_instrument
+    if name_or_instrument not in INSTRUMENTS:
+        raise ValueError(f"instrument {name_or_instrument!r}: expected one of {', '.join(sorted(INSTRUMENTS))}")
+    return Instrument(name=name_or_instrument, **INSTRUMENTS[name_or_instrument])
+
+
+SDSS = instrument("sdss")
+# SDSS's values under their historical names (typical DR7/DR8 frames, 53.9 s drift scan).
+PIXEL_SCALE = SDSS.pixel_scale  # SDSS native pixel scale (arcsec/pixel)
+MAX_RENDER_PIX = IMAGE_SIZE     # fields wider than this are drawn binned (coarser pixels)
+E_PER_NMGY = dict(SDSS.e_per_nmgy)
+SKY_MAG = dict(SDSS.sky_mag)    # mag/arcsec^2
+READ_NOISE_E = SDSS.read_noise_e
 # r-band sky ~620 e-/pixel -> 1-sigma per-pixel surface brightness ~24.4 mag/arcsec^2.
 TRAIL_AMPLITUDE = (0.05, 0.3)                    # satellite trails, in units of the sky
 
@@ -44,14 +79,14 @@ def band_flux(f_r, gr, ri):
     return {"g": f_r * 10 ** (-0.4 * gr), "r": f_r, "i": f_r * 10 ** (0.4 * ri)}
 
 
-def render_grid(d25_arcmin):
-    """(pixels, arcsec/pixel) of the rendered field: native SDSS pixels, or binned
-    ones when the 2 x D25 field is wider than MAX_RENDER_PIX native pixels."""
+def render_grid(d25_arcmin, inst: Instrument = SDSS):
+    """(pixels, arcsec/pixel) of the rendered field: the instrument's native pixels, or
+    binned ones when the 2 x D25 field is wider than inst.max_render_pix native pixels."""
     field = 2.0 * d25_arcmin * 60.0
-    n_native = int(round(field / PIXEL_SCALE))
-    if n_native <= MAX_RENDER_PIX:
-        return n_native, PIXEL_SCALE
-    return MAX_RENDER_PIX, field / MAX_RENDER_PIX
+    n_native = int(round(field / inst.pixel_scale))
+    if n_native <= inst.max_render_pix:
+        return n_native, inst.pixel_scale
+    return inst.max_render_pix, field / inst.max_render_pix
 
 
 @dataclass(frozen=True)
@@ -81,9 +116,9 @@ class Frame:
         return img.array
 
 
-def make_frame(p) -> Frame:
+def make_frame(p, inst: Instrument = SDSS) -> Frame:
     """Frame of galaxy `p`: its 2 x D25 grid and a slightly elliptical Kolmogorov seeing PSF."""
-    npix, scale = render_grid(p["d25"])
+    npix, scale = render_grid(p["d25"], inst)
     psf = galsim.Kolmogorov(fwhm=p["psf_fwhm"], gsparams=GSPARAMS).shear(g1=p["psf_g1"], g2=p["psf_g2"])
     return Frame(npix=npix, scale=scale, psf=psf, fwhm_pix=p["psf_fwhm"] / scale)
 
@@ -155,13 +190,13 @@ def trail(rng, frame: Frame):
     return bands, amp * np.exp(-0.5 * (d / sigma) ** 2)
 
 
-def sky_per_pixel(band: str, sky_dmag: float, scale: float) -> float:
+def sky_per_pixel(band: str, sky_dmag: float, scale: float, inst: Instrument = SDSS) -> float:
     """Sky brightness of `band` in nanomaggies per pixel of `scale` arcsec."""
-    return float(mag_to_nmgy(SKY_MAG[band] + sky_dmag) * scale ** 2)
+    return float(mag_to_nmgy(inst.sky_mag[band] + sky_dmag) * scale ** 2)
 
 
 def add_sky_and_noise(model: np.ndarray, band: str, sky_dmag: float, scale: float,
-                      deviate: galsim.BaseDeviate) -> np.ndarray:
+                      deviate: galsim.BaseDeviate, inst: Instrument = SDSS) -> np.ndarray:
     """Observe a noiseless float32 model (nmgy/pixel) in place: sky, Poisson and read noise, sky subtracted.
 
     ``galsim.CCDNoise`` in nanomaggy "ADU" (gain = electrons per nanomaggy): the sky
@@ -171,8 +206,9 @@ def add_sky_and_noise(model: np.ndarray, band: str, sky_dmag: float, scale: floa
     the same variance and, at the ~600 e- of an SDSS sky pixel, the same distribution
     as a separate Gaussian, which GalSim draws at twice the cost of the whole noise.
     """
-    gain = E_PER_NMGY[band]
-    read_e2 = READ_NOISE_E ** 2 * (scale / PIXEL_SCALE) ** 2          # read-noise variance, e-^2
-    noise = galsim.CCDNoise(deviate, sky_level=sky_per_pixel(band, sky_dmag, scale) + read_e2 / gain, gain=gain)
+    gain = inst.e_per_nmgy[band]
+    read_e2 = inst.read_noise_e ** 2 * (scale / inst.pixel_scale) ** 2   # read-noise variance, e-^2
+    noise = galsim.CCDNoise(deviate, sky_level=sky_per_pixel(band, sky_dmag, scale, inst) + read_e2 / gain,
+                            gain=gain)
     galsim.Image(model, scale=scale).addNoise(noise)
     return model

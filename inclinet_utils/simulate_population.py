@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .simulate_observe import SKY_MAG, mag_to_nmgy
+from .simulate_observe import SDSS, Instrument, mag_to_nmgy
 
 SALT_PARAMS = 0x51A0            # seed salt of the parameter table (renders use their own)
 FACE_ON_DEG = 35.0              # below this: fon 'F' and '[face_on]' (label 'F')
@@ -51,7 +51,6 @@ class Priors:
     dust_a: tuple = (0.3, 0.7)                   # midplane absorption in r at i >= dust_full_deg
     dust_start_deg: float = 60.0
     dust_full_deg: float = 85.0
-    psf_fwhm: tuple = (1.4, 0.08, 1.0, 2.0)      # seeing (arcsec): log-normal median, dex, clip
     psf_g: float = 0.02                          # PSF ellipticity sigma per component
     sky_dmag: float = 0.15                       # sky brightness scatter (mag)
     star_density_log: tuple = (0.4, 45.0)        # stars (r < 22.5) per arcmin^2
@@ -71,10 +70,10 @@ PRIORS = Priors()
 CONTAM_FRACTION = PRIORS.contam_fraction
 
 
-def draw_parameters(n: int, seed: int, priors: Priors = PRIORS) -> pd.DataFrame:
+def draw_parameters(n: int, seed: int, priors: Priors = PRIORS, inst: Instrument = SDSS) -> pd.DataFrame:
     """Draw the physical parameters and catalog labels of `n` galaxies (no rendering).
 
-    Deterministic in (n, seed, priors). One row per galaxy; angles in degrees,
+    Deterministic in (n, seed, priors, inst); the instrument sets the seeing and sky. One row per galaxy; angles in degrees,
     sizes in arcsec unless named otherwise (``d25`` in arcmin), surface
     brightnesses in mag/arcsec^2, fluxes in nanomaggies. Arguments are checked by
     the caller (:func:`inclinet_utils.simulate.draw_parameters`).
@@ -86,7 +85,7 @@ def draw_parameters(n: int, seed: int, priors: Priors = PRIORS) -> pd.DataFrame:
     p["inc_true"] = np.degrees(np.arccos(rng.uniform(0.0, 1.0, n)))
     _draw_disk(p, rng, priors)
     _draw_structure(p, rng, priors)
-    _draw_observing(p, rng, priors)
+    _draw_observing(p, rng, priors, inst)
     # Total r flux (disk 2 pi h^2 I0 plus bulge) and colour.
     tot_nmgy = 2 * np.pi * p["h_arcsec"] ** 2 * mag_to_nmgy(p["mu0_r"]) / (1.0 - p["bt"])
     p["m_r"] = 22.5 - 2.5 * np.log10(tot_nmgy)
@@ -145,16 +144,16 @@ def _draw_structure(p: pd.DataFrame, rng, pr: Priors) -> None:
     p["dust_a"] = np.where(p["inc_true"] > pr.dust_start_deg, rng.uniform(*pr.dust_a, n) * ramp, 0.0)
 
 
-def _draw_observing(p: pd.DataFrame, rng, pr: Priors) -> None:
-    """Seeing, sky, field crowding, trails and the orientation in the cutout."""
+def _draw_observing(p: pd.DataFrame, rng, pr: Priors, inst: Instrument) -> None:
+    """Seeing (the instrument's), sky, field crowding, trails and the orientation in the cutout."""
     n = len(p)
-    med, dex, lo, hi = pr.psf_fwhm
+    med, dex, lo, hi = inst.psf_fwhm
     p["psf_fwhm"] = np.clip(10 ** rng.normal(np.log10(med), dex, n), lo, hi)
     p["psf_g1"] = rng.normal(0, pr.psf_g, n)
     p["psf_g2"] = rng.normal(0, pr.psf_g, n)
     # Moon, airmass and season change the sky by a few tenths of a magnitude.
     p["sky_dmag"] = rng.normal(0.0, pr.sky_dmag, n)
-    p["sky_r"] = SKY_MAG["r"] + p["sky_dmag"]
+    p["sky_r"] = inst.sky_mag["r"] + p["sky_dmag"]
     # Stellar density from high galactic latitude to the plane.
     p["star_density"] = 10 ** rng.uniform(*np.log10(pr.star_density_log), n)
     p["bg_density"] = rng.uniform(*pr.bg_density, n)

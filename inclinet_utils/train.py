@@ -191,7 +191,8 @@ def _restore(model, paths: dict, params: dict) -> tuple[int, dict]:
     return start, history
 
 
-def _fit(model, params, paths, files, plan, start, stop, history, validation, progress, figure) -> None:
+def _fit(model, params, paths, files, plan, start, stop, history, validation, progress, figure,
+         extra_callbacks=()) -> None:
     """model.fit over epochs start..stop-1, one batch file each, with the stage's callbacks."""
     from .models import DEG_PER_TARGET
     from .train_callbacks import BackgroundWriter, training_callbacks
@@ -208,7 +209,7 @@ def _fit(model, params, paths, files, plan, start, stop, history, validation, pr
     gc.freeze()
     try:
         callbacks = training_callbacks(paths, history, params, plan, files, dataset, writer, title,
-                                       DEG_PER_TARGET, figure=figure, progress=progress)
+                                       DEG_PER_TARGET, figure=figure, progress=progress) + list(extra_callbacks)
         # shuffle=False: the dataset shuffles each file itself, with the step's seeded stream
         model.fit(dataset, epochs=stop, initial_epoch=start, validation_data=validation.dataset,
                   shuffle=False, verbose=0, callbacks=callbacks)
@@ -222,7 +223,7 @@ def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
                 training_batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 42,
                 resume: bool = True, progress: bool = True, max_steps: int | None = None,
                 validation=None, figure: bool = True, bn_momentum: float = 0.9,
-                output_activation: str = "tanh", mixed_precision: str | None = None) -> dict:
+                output_activation: str = "tanh", mixed_precision: str | None = None, finetune=None) -> dict:
     """Train one (model, Uset) for n_passes over its augmented files; returns a summary.
 
     Step k (0-based) is epoch k of one `model.fit`: it trains on file plan[k]; the
@@ -236,10 +237,14 @@ def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
     'mixed_bfloat16', 'mixed_float16', or 'auto': `models.resolve_mixed_precision`): see
     `models.build_model`. `validation`: a
     `train_dataset.ValidationSet` to reuse (train_all passes one to all trainings).
+    `finetune`: a `finetune.FineTune` (start from another run's model, freezing, its rate).
     """
     import keras
 
     from .models import resolve_mixed_precision
+
+    if finetune is not None and finetune.learning_rate is not None:
+        learning_rate = finetune.learning_rate
 
     mixed_precision = resolve_mixed_precision(mixed_precision)  # recorded resolved, so resume agrees
     check_hyperparameters(model_name, size, n_passes, training_batch_size, learning_rate, bn_momentum,
@@ -249,6 +254,8 @@ def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
     plan = step_plan(len(files), n_passes, seed, uset)
     params = training_params(model_name, uset, size, n_passes, training_batch_size, learning_rate, seed,
                              bn_momentum, output_activation, mixed_precision, files, val_path)
+    if finetune is not None:
+        params.update(finetune.as_params())
     if paths["final"].exists():
         if not resume:
             raise FileExistsError(f"{paths['final']} already exists; use resume=True or a new run folder")
@@ -263,14 +270,19 @@ def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
     from .train_files import batches_per_file
 
     model = _build(params, len(plan), batches_per_file(files, training_batch_size))
+    if finetune is not None:
+        from . import finetune as ift
+
+        ift.initialise(model, finetune, run_dir, model_name, uset, size)  # a checkpoint below overrides it
     start, history = _restore(model, paths, params)
+    extra = ift.prepare(model, finetune, start, len(files), len(plan)) if finetune is not None else []
     if validation is None or validation.path != val_path:
         from .train_dataset import ValidationSet
 
         validation = ValidationSet(val_path, size, training_batch_size)
     stop = len(plan) if max_steps is None else min(len(plan), int(max_steps))
     if start < stop:
-        _fit(model, params, paths, files, plan, start, stop, history, validation, progress, figure)
+        _fit(model, params, paths, files, plan, start, stop, history, validation, progress, figure, extra)
     done = stop == len(plan)
     if done:
         save_keras_atomic(model, paths["final"])
@@ -306,10 +318,12 @@ def _requested_usets(run_dir, usets, size: int) -> list[int]:
 def train_all(run_dir, models, usets, size: int, n_passes: int, training_batch_size: int = 64,
               learning_rate: float = 1e-3, seed: int = 42, resume: bool = True,
               progress: bool = True, max_steps: int | None = None, bn_momentum: float = 0.9,
-              output_activation: str = "tanh", mixed_precision: str | None = None) -> list[dict]:
+              output_activation: str = "tanh", mixed_precision: str | None = None,
+              finetune=None) -> list[dict]:
     """Train every requested model on every requested Uset (usets=[]: all present), in turn.
 
-    Every value is checked before the first training starts.
+    Every value is checked before the first training starts. `finetune`: a
+    `finetune.FineTune`; its parents are checked first and recorded in run.json.
     """
     from .models import MODELS, resolve_mixed_precision
 
@@ -323,13 +337,19 @@ def train_all(run_dir, models, usets, size: int, n_passes: int, training_batch_s
                               output_activation, mixed_precision)
     usets = _requested_usets(run_dir, usets, size)
     val_path = validation_file(run_dir, size)  # fail before any training starts
-    configure_threads()
+    configure_threads()  # before the parents below start TensorFlow
+    if finetune is not None:
+        from . import finetune as ift
+
+        ift.check_parents(finetune, run_dir, models, usets, size)
+        ift.record_parent(run_dir, finetune)
     from .train_dataset import ValidationSet
 
     validation = ValidationSet(val_path, size, training_batch_size)
     kw = dict(training_batch_size=training_batch_size, learning_rate=learning_rate, seed=seed,
               resume=resume, progress=progress, max_steps=max_steps, validation=validation,
-              bn_momentum=bn_momentum, output_activation=output_activation, mixed_precision=mixed_precision)
+              bn_momentum=bn_momentum, output_activation=output_activation, mixed_precision=mixed_precision,
+              finetune=finetune)
     return [train_model(run_dir, name, uset, size, n_passes, **kw) for uset in usets for name in models]
 
 
@@ -410,7 +430,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="refuse to continue existing trainings")
     p.add_argument("--max-steps", type=int, help="stop each training after this many steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from .finetune import add_arguments
+
+    add_arguments(p)
     return p
+
+
+def _finetune(args):
+    from .finetune import from_options
+
+    return from_options(args.init_from or "", args.trainable, args.frozen_passes, args.finetune_learning_rate)
 
 
 def main(argv=None) -> int:
@@ -424,7 +453,7 @@ def main(argv=None) -> int:
                           resume=not args.no_resume, progress=not args.no_progress,
                           max_steps=args.max_steps, bn_momentum=values["bn_momentum"],
                           output_activation=values["output_activation"],
-                          mixed_precision=values["mixed_precision"])
+                          mixed_precision=values["mixed_precision"], finetune=_finetune(args))
     for s in summaries:
         print(json.dumps(s))
     return 0
