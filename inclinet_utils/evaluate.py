@@ -240,6 +240,7 @@ def evaluate_run(run_dir: str | os.PathLike, size: int = 128, bands=BANDS, image
 
 def metrics_table(metrics: dict) -> pd.DataFrame:
     """metrics.json as a table, one line per row name."""
+    metrics = {k: v for k, v in metrics.items() if k != layout.CLASSIFIER_METRICS}  # not a row
     table = pd.DataFrame.from_dict(metrics, orient="index")
     table.index.name = "row"
     return table
@@ -320,6 +321,7 @@ def summarize_metrics(metrics: dict, per_uset: bool = False) -> str:
 
     Per-Uset rows are left out unless `per_uset`.
     """
+    metrics = {k: v for k, v in metrics.items() if k != layout.CLASSIFIER_METRICS}  # not a row
     if not metrics:
         return "metrics.json is empty"
     has_true = any("rms_true_deg" in m for m in metrics.values())
