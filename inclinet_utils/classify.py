@@ -88,6 +88,14 @@ def reject_probabilities(run_dir: str | os.PathLike, images: np.ndarray, band: s
     return member_probabilities(files, images, images.shape[1]).mean(axis=1).to_numpy()
 
 
+def rejection_threshold(run_dir: str | os.PathLike) -> float:
+    """The run's P(rejected) threshold from classifier.json (06): a row is accepted when p <= it."""
+    path = layout.run_paths(run_dir)["classifier"]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run 06_evaluate on a run with classifiers first")
+    return float(iio.read_json(path)["threshold"])
+
+
 # ---- scores ---------------------------------------------------------------------
 
 def roc_curve(rejected, p_reject) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

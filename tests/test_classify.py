@@ -161,6 +161,10 @@ def test_classifier_trains_resumes_and_beats_the_majority_class(trained):
     assert ((p > 0.5) == rejected).mean() > majority + 0.15
     assert classify.auc(rejected, p) > 0.9
     assert classify.results_table(run, ["model4_binary"], [0]).loc[0, "final_val_auc"] == hist[7]["val_auc"]
+    # the per-(model, Uset) command line finds the finished training and leaves it alone
+    assert train.main(["--run-dir", str(run), "--models", "model4_binary", "--usets", "0", "--size", str(S),
+                       "--n-passes", "4", "--training-batch-size", "16", "--seed", "2", "--no-progress"]) == 0
+    assert train.load_history(run, "model4_binary", 0) == hist
 
 
 def test_classifier_evaluation_writes_threshold_and_metrics(trained):
@@ -178,6 +182,7 @@ def test_classifier_evaluation_writes_threshold_and_metrics(trained):
     assert saved["auc"] == pytest.approx(m["auc"])
     rec = json.loads(layout.run_paths(run)["classifier"].read_text())
     assert rec["threshold"] == pytest.approx(result.threshold) and rec["members"] == ["model4_binary/Uset_000"]
+    assert classify.rejection_threshold(run) == rec["threshold"]
     with pytest.raises(FileExistsError):
         classify.write_classifier_evaluation(result, run, ["g", "gri"])
     with pytest.raises(classify.InferenceError, match="trained on"):
