@@ -9,7 +9,7 @@ are in `transforms`; file names come from `layout`.
 With ``binary=True`` the same machinery writes the accept/reject classifiers'
 batches from ``samples_binary/`` into ``augmented_binary/``: the two classes
 (accepted, rejected) take the place of the nine bins, so every batch is
-class-balanced, and any rotation is allowed (`BINARY_PARAMS`).
+class-balanced, with the regressors' transforms (`BINARY_PARAMS`).
 """
 
 from __future__ import annotations
@@ -41,8 +41,11 @@ BIN_LOWS = np.arange(45, 90, 5)  # nine 5-degree bins: [45,50], (50,55], ..., (8
 N_BINS = len(BIN_LOWS)
 BIN_NAMES = [f"{lo}-{lo + 5}" for lo in BIN_LOWS]
 CLASS_NAMES = ["accepted", "rejected"]  # the classifiers' "bins": labels ACCEPTED, REJECTED
-# The classifiers' label does not depend on orientation: any rotation; photometry as the regressors'.
-BINARY_PARAMS = dataclasses.replace(DEFAULT_PARAMS, rotation_deg=(-180.0, 180.0))
+# The classifiers' label does not depend on orientation, so any rotation would be allowed; but the
+# cutouts come rotated (major axis horizontal) and, as for the regressors, the +-15 deg range learned
+# better in the short laptop training (64 px, 600 galaxies: validation AUC 0.88 vs 0.85 with +-180).
+# Pass params=dataclasses.replace(BINARY_PARAMS, rotation_deg=(-180.0, 180.0)) for full rotation.
+BINARY_PARAMS = DEFAULT_PARAMS
 
 COLOUR = layout.filter_code("gri")  # the `filter` letter of colour images, 'c'
 FILTER_ORDER = (COLOUR, *(layout.filter_code(b) for b in GRAY_BANDS))  # as augment.json lists them

@@ -120,6 +120,7 @@ RULES = {
     "classifiers": Rule(choices=CLASSIFIER_NAMES),
     "classifier_usets": Rule(low=0),
     "classifier_n_passes": Rule(low=1),
+    "classifier_learning_rate": Rule(low=0, high=1, low_open=True),
     "bias_fit_max": Rule(low=1),
     "q0": Rule(low=0, high=1, high_open=True),
     "axis_ratio_image": Rule(choices=("original", "prepared")),

@@ -437,8 +437,9 @@ def main(argv=None) -> int:
         values.update(PRESETS[args.preset])
     from .models import is_classifier
 
-    if args.models and all(is_classifier(m) for m in args.models) and "classifier_n_passes" in values:
-        values["n_passes"] = values["classifier_n_passes"]  # the preset's passes for the classifiers
+    if args.models and all(is_classifier(m) for m in args.models):  # the preset's values for the classifiers
+        values.update({k: values[f"classifier_{k}"] for k in ("n_passes", "learning_rate")
+                       if f"classifier_{k}" in values})
     values.update({k: getattr(args, k) for k in _OPTIONS if getattr(args, k) is not None})
     summaries = train_all(args.run_dir, values["models"], args.usets, values["size"], values["n_passes"],
                           values["training_batch_size"], values["learning_rate"], args.seed,

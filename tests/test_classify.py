@@ -128,7 +128,7 @@ def trained(tmp_path_factory):
 
 def test_binary_batches_are_class_balanced(trained):
     run, record, _, _ = trained
-    assert record["bins"] == augment.CLASS_NAMES and tuple(record["transform_params"]["rotation_deg"]) == (-180.0, 180.0)
+    assert record["bins"] == augment.CLASS_NAMES and tuple(record["transform_params"]["rotation_deg"]) == augment.BINARY_PARAMS.rotation_deg
     files = layout.batch_files(layout.run_paths(run)["augmented_binary"], 0, S)
     assert len(files) == 2
     for f in files:
