@@ -335,9 +335,15 @@ def split_binary_stage(compressed_dir: str | os.PathLike, samples_dir: str | os.
     record = {**{k: base[k] for k in ("seed", "test_fraction", "m_iter", "size", "bands", "tags", "split_band")},
               "labels": {"accepted (>= 45 deg)": ACCEPTED, "rejected (F, 0)": REJECTED}, "counts": {},
               "test_pgc": split["test"], "subsample_pgc": split["subsamples"]}
+    sets = {band: _split_sets(d["pgcIDs"], split) for band, d in data.items()}
+    for band, d in data.items():  # both classes in every file, checked before anything is written
+        for (kind, k), mask in sets[band].items():
+            if len(np.unique(d["labels"][mask])) < 2:
+                raise DatasetError(f"{layout.sample_path(binary_dir, band, size, kind, k)} would hold only one "
+                                   "class (galaxies missing in this band?); the classifiers need both")
     with iio.staged_dir(binary_dir) as tmp:
         for band, d in data.items():
-            for (kind, k), mask in _split_sets(d["pgcIDs"], split).items():
+            for (kind, k), mask in sets[band].items():
                 iio.save_npz(layout.sample_path(tmp, band, size, kind, k), **{key: v[mask] for key, v in d.items()})
                 tag = f"{layout.band_tag(band)}_{kind}_{k:03d}"
                 record["counts"][tag] = {"accepted": int((d["labels"][mask] == ACCEPTED).sum()),

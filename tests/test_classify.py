@@ -202,3 +202,19 @@ def test_classifier_models_and_names():
     assert layout.parse_model_row("model6_binary/Uset_001") == ("model6_binary", 1)
     with pytest.raises(train.TrainInputError, match="separate"):
         train.train_all("nowhere", ["model4", "model4_binary"], [], S, 1)
+
+
+def test_binary_split_refuses_a_file_with_one_class_before_writing(tmp_path):
+    code_of = write_compressed(tmp_path / "compressed")
+    rejected = [p for p, c in code_of.items() if c in (0, 1)]
+    compressed = tmp_path / "compressed"
+    # band g loses every rejected galaxy: its files would hold accepted galaxies only
+    d = dataset.load_compressed(layout.compressed_path(compressed, SIZE, "g"))
+    keep = ~np.isin(d["labels"][0], rejected)
+    layout.compressed_path(compressed, SIZE, "g").unlink()
+    np.savez_compressed(layout.compressed_path(compressed, SIZE, "g"), images=d["images"][keep],
+                        labels=d["labels"][:, keep])
+    dataset.split_stage(compressed, tmp_path / "samples", SIZE, ALL_BANDS, test_fraction=0.2, m_iter=1, seed=5)
+    with pytest.raises(dataset.DatasetError, match="one class"):
+        dataset.split_binary_stage(compressed, tmp_path / "samples", tmp_path / "samples_binary", SIZE)
+    assert not (tmp_path / "samples_binary").exists()
