@@ -218,3 +218,14 @@ def test_binary_split_refuses_a_file_with_one_class_before_writing(tmp_path):
     with pytest.raises(dataset.DatasetError, match="one class"):
         dataset.split_binary_stage(compressed, tmp_path / "samples", tmp_path / "samples_binary", SIZE)
     assert not (tmp_path / "samples_binary").exists()
+
+
+def test_metrics_summary_keeps_the_classifier_entry_out_of_the_rows():
+    from inclinet_utils import evaluate
+
+    row = {"rms_deg": 5.0, "mae_deg": 4.0, "bias_deg": 0.1, "outlier_frac": 0.05, "n": 10}
+    metrics = {"all/median": row, layout.CLASSIFIER_METRICS: {
+        "members": ["model4_binary/Uset_000"], "auc": 0.912, "n": 30, "precision_reject": 0.8, "recall_reject": 0.5}}
+    assert list(evaluate.metrics_table(metrics).index) == ["all/median"]
+    text = evaluate.summarize_metrics(metrics)
+    assert "AUC 0.912" in text and "\nclassifier " not in text
