@@ -15,7 +15,11 @@ Prints one table and saves it as ``accuracy.json`` in the run folder:
   the colour composite and on each grayscale band the run trained on, raw and with
   the run's all/median correction, next to the axis-ratio method on the same
   images; files that cannot be read are listed, not fatal;
-* the wall time of every stage (run.json).
+* the wall time of every stage (run.json);
+* the default classifiers' rejection probability (ensemble of the run's ``*_binary``
+  models) of every labelled real galaxy of those folders, accepted (>= 45 deg) vs
+  rejected (``F`` / ``0``), with the AUC per band and the run's threshold
+  (classifier.json), under "classifier" in accuracy.json.
 
 Columns: RMS, MAE, bias (mean of truth - predicted) and outlier fraction
 (|delta| > 10 deg) in degrees, and RMS and MAE over the axis-ratio method's on
@@ -176,6 +180,71 @@ def real_rows(run_dir: Path, folders: list[Path]) -> tuple[list[dict], dict]:
     return _with_ratios(rows), notes
 
 
+def _labelled_real(folder: Path, bands: list[str]):
+    """(pgc, label, rejected, band, path) of every accepted (>= 45) or rejected (F, 0) real galaxy's image."""
+    from inclinet_utils.catalog import read_catalog
+    from inclinet_utils.images import find_image
+
+    catalog = read_catalog(folder / "catalogs" / "catalog.csv")
+    for pgc, label in zip(catalog["pgc"].astype(int), catalog["label"].astype(str)):
+        rejected = label in ("F", "0")
+        if not rejected and not (label.isdigit() and int(label) >= 45):
+            continue
+        for band in bands:
+            path = find_image(folder / "galaxies", pgc, band)
+            if path is not None:
+                yield pgc, label, rejected, band, path
+
+
+def classifier_rows(run_dir: Path, folders: list[Path]) -> dict:
+    """P(rejected) of the run's classifier ensemble for each labelled real galaxy, and the AUC per band."""
+    from inclinet_utils import classify
+    from inclinet_utils.images import load_prepared
+
+    run = layout.run_paths(run_dir)
+    if not classify.find_classifiers(run["models"]) or not run["classifier"].is_file():
+        return {"note": f"no classifiers (or no {layout.CLASSIFIER_RECORD}) in {run_dir}"}
+    record = iio.read_json(run["classifier"])
+    from inclinet_utils.config import run_config
+
+    size = run_config(run_dir).size
+    rows, failed = [], []
+    for folder in folders:
+        for pgc, label, rejected, band, path in _labelled_real(folder, record["bands"]):
+            try:
+                image = load_prepared(path, band, size)
+            except (ValueError, OSError) as exc:
+                failed.append(f"{path}: {exc}")
+                continue
+            rows.append({"folder": folder.name, "pgc": pgc, "label": label, "rejected": rejected, "band": band,
+                         "image": image})
+    table = pd.DataFrame(rows)
+    out = {"threshold": record["threshold"], "members": record["members"], "failed": failed, "auc": {}}
+    if not len(table):
+        return out
+    import numpy as np
+
+    table["p_reject"] = np.nan
+    for band, part in table.groupby("band"):
+        table.loc[part.index, "p_reject"] = classify.reject_probabilities(run_dir, np.stack(part["image"]), band)
+        if part["rejected"].any() and not part["rejected"].all():
+            out["auc"][band] = classify.auc(part["rejected"], table.loc[part.index, "p_reject"])
+    table["accepted"] = table["p_reject"] <= record["threshold"]
+    out["per_image"] = table.drop(columns="image").round(4).to_dict("records")
+    return out
+
+
+def format_classifier(result: dict) -> str:
+    if "per_image" not in result:
+        return "\nclassifiers: " + result.get("note", "no labelled real images")
+    t = pd.DataFrame(result["per_image"])
+    lines = ["", f"classifiers {', '.join(result['members'])}: P(rejected) of the labelled real galaxies "
+             f"(rejected when > {result['threshold']:.3f})",
+             t.pivot_table(index=["folder", "pgc", "label"], columns="band", values="p_reject").round(3).to_string(),
+             "AUC (accepted >= 45 vs F/0): " + (", ".join(f"{b} {a:.3f}" for b, a in result["auc"].items()) or "n/a")]
+    return "\n".join(lines)
+
+
 def stage_times(run_dir: Path) -> dict:
     """Stage -> wall seconds from run.json (empty when the run has none)."""
     path = layout.run_paths(run_dir)["run_json"]
@@ -221,9 +290,11 @@ def main(argv=None) -> int:
     rows = synthetic_rows(run_dir)
     real, notes = real_rows(run_dir, folders)
     times = stage_times(run_dir)
+    clf = classifier_rows(run_dir, folders)
     print(format_table(rows + real, times, notes))
-    iio.write_json(out, {"run_dir": str(run_dir), "rows": rows + real, "stage_wall_s": times, **notes},
-                   overwrite=args.overwrite)
+    print(format_classifier(clf))
+    iio.write_json(out, {"run_dir": str(run_dir), "rows": rows + real, "stage_wall_s": times, **notes,
+                         "classifier": clf}, overwrite=args.overwrite)
     print(f"\nwrote {out}")
     return 0
 

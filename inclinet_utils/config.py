@@ -31,6 +31,7 @@ TYPES = ("int", "float", "bool", "str", "list[str]", "list[int]")
 # Command-line spellings that differ from the parameter name.
 FLAGS = {"bands": "--band", "images_dir": "--images", "catalog_path": "--catalog"}
 MODEL_NAMES = ("model4", "model5", "model6")  # inclinet_utils.models.MODELS (checked by a test)
+CLASSIFIER_NAMES = tuple(f"{m}_binary" for m in MODEL_NAMES)  # the accept/reject classifiers
 
 
 class ConfigError(ValueError):
@@ -116,6 +117,11 @@ RULES = {
     "learning_rate": Rule(low=0, high=1, low_open=True),
     "bn_momentum": Rule(low=0, high=1, high_open=True),
     "mixed_precision": Rule(choices=("auto", "float32", "mixed_bfloat16", "mixed_float16")),
+    "classifier_batch_size": Rule(low=0),
+    "classifiers": Rule(choices=CLASSIFIER_NAMES),
+    "classifier_usets": Rule(low=0),
+    "classifier_n_passes": Rule(low=1),
+    "classifier_learning_rate": Rule(low=0, high=1, low_open=True),
     "bias_fit_max": Rule(low=1),
     "q0": Rule(low=0, high=1, high_open=True),
     "axis_ratio_image": Rule(choices=("original", "prepared")),

@@ -11,6 +11,11 @@ band by pgc ID, then draws ``m_iter`` bagging subsamples of 2/3 of the training
 set: ``<tag>_<size>x<size>_{train,test}_<NNN>.npz`` with ``images``, ``labels``
 (inclination, deg) and ``pgcIDs``.  `load_sample` is the one checked reader of
 those files (stages 04 and 06 use it too).  File names come from `layout`.
+
+For the accept/reject classifiers, `split_binary_stage` writes the same file names
+into ``samples_binary/`` with labels 0 (accepted: >= 45 deg) and 1 (rejected: 'F'
+or '0'): the regressors' test set and bagging subsamples for the accepted galaxies,
+plus the rejected galaxies split the same way with their own seeded stream.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ SPLIT_BAND_ORDER = ("r", "i", "g", "gri")  # the original's choice of the band t
 MIN_USABLE_INCLINATION = 45
 MAX_INCLINATION = 90
 SAMPLE_KEYS = ("images", "labels", "pgcIDs")
+ACCEPTED, REJECTED = 0, 1  # classifier labels (samples_binary/): the network gives P(rejected)
+REJECTED_CODES = (0, 1)    # stage-02 label codes of '0' (rejected) and 'F' (face-on)
 
 
 class DatasetError(ValueError):
@@ -138,7 +145,8 @@ def _npy_header(path: Path, key: str) -> tuple[tuple, np.dtype]:
     return shape, dtype
 
 
-def _check_sample(path: Path, size: int, shape: tuple, dtype: np.dtype, labels, pgc) -> None:
+def _check_sample(path: Path, size: int, shape: tuple, dtype: np.dtype, labels, pgc,
+                  binary: bool = False) -> None:
     """Raise DatasetError naming `path` unless its arrays have the stage-03 layout."""
     if dtype != np.uint8 or len(shape) != 4 or tuple(shape[1:]) != (size, size, 3):
         raise DatasetError(f"{path}: images {tuple(shape)} {dtype}, expected (N,{size},{size},3) uint8")
@@ -146,6 +154,12 @@ def _check_sample(path: Path, size: int, shape: tuple, dtype: np.dtype, labels, 
         raise DatasetError(f"{path}: labels {labels.shape} / pgcIDs {pgc.shape}, expected ({shape[0]},) each")
     if not (np.issubdtype(labels.dtype, np.integer) and np.issubdtype(pgc.dtype, np.integer)):
         raise DatasetError(f"{path}: labels and pgcIDs must be integers, got {labels.dtype} and {pgc.dtype}")
+    if binary:
+        bad = ~np.isin(labels, (ACCEPTED, REJECTED))
+        if bad.any():
+            raise DatasetError(f"{path}: {bad.sum()} labels not {ACCEPTED} (accepted) or {REJECTED} (rejected) "
+                               f"(e.g. {labels[bad][0]}); expected a classifier split file")
+        return
     bad = (labels < MIN_USABLE_INCLINATION) | (labels > MAX_INCLINATION)
     if bad.any():
         raise DatasetError(f"{path}: {bad.sum()} labels outside {MIN_USABLE_INCLINATION}-{MAX_INCLINATION} deg "
@@ -153,13 +167,13 @@ def _check_sample(path: Path, size: int, shape: tuple, dtype: np.dtype, labels, 
 
 
 def load_sample(samples_dir: str | os.PathLike, band: str, size: int, kind: str, index: int,
-                images: bool = True) -> dict[str, np.ndarray | None]:
+                images: bool = True, binary: bool = False) -> dict[str, np.ndarray | None]:
     """One split file, checked: images (N,S,S,3) uint8, labels (N,) int64 in 45-90 deg, pgcIDs (N,) int64.
 
     `band` is g, r, i or gri.  With images=False the images are checked from
     the file header only and None stands in their place (cheap: nothing is
     decompressed).  Raises DatasetError naming the file when it is missing or
-    malformed.
+    malformed.  binary=True reads a classifier split file (labels 0 accepted, 1 rejected).
     """
     path = layout.sample_path(samples_dir, band, size, kind, index)
     if not path.is_file():
@@ -174,7 +188,7 @@ def load_sample(samples_dir: str | os.PathLike, band: str, size: int, kind: str,
         raise DatasetError(f"{path} is not a readable npz sample file: {exc}") from exc
     if missing:
         raise DatasetError(f"{path}: missing keys {sorted(missing)}; expected {list(SAMPLE_KEYS)}")
-    _check_sample(path, size, shape, dtype, arrays["labels"], arrays["pgcIDs"])
+    _check_sample(path, size, shape, dtype, arrays["labels"], arrays["pgcIDs"], binary)
     return {"images": arrays.get("images"), "labels": arrays["labels"].astype(np.int64),
             "pgcIDs": arrays["pgcIDs"].astype(np.int64)}
 
@@ -206,14 +220,20 @@ def draw_split(pgc_ids: np.ndarray, test_fraction: float, m_iter: int, seed: int
     return {"test": test, "train": train, "subsamples": subsamples}
 
 
-def _load_usable(compressed_dir, size: int, band: str) -> dict[str, np.ndarray]:
-    """One band's compressed galaxies labelled >= 45 deg: images, labels (deg), pgcIDs."""
+def _load_usable(compressed_dir, size: int, band: str, binary: bool = False) -> dict[str, np.ndarray]:
+    """One band's compressed galaxies labelled >= 45 deg: images, labels (deg), pgcIDs.
+
+    binary=True: those and the rejected ones ('F', '0'), labels ACCEPTED / REJECTED.
+    """
     path = layout.compressed_path(compressed_dir, size, band)
     d = load_compressed(path)
     if d["images"].shape[1:] != (size, size, 3):
         raise DatasetError(f"{path} holds images of shape {d['images'].shape[1:]}; expected ({size}, {size}, 3)")
-    keep = d["labels"][1] >= MIN_USABLE_INCLINATION
-    return {"images": d["images"][keep], "labels": d["labels"][1][keep].astype(np.int64),
+    codes = d["labels"][1]
+    accepted = codes >= MIN_USABLE_INCLINATION
+    keep = (accepted | np.isin(codes, REJECTED_CODES)) if binary else accepted
+    labels = np.where(accepted, ACCEPTED, REJECTED) if binary else codes
+    return {"images": d["images"][keep], "labels": labels[keep].astype(np.int64),
             "pgcIDs": d["labels"][0][keep].astype(np.int64)}
 
 
@@ -273,4 +293,85 @@ def check_split(samples_dir: str | os.PathLike, size: int, record: dict) -> dict
                 raise DatasetError(f"{layout.sample_path(samples_dir, band, size, 'train', k)} holds held-out "
                                    f"test galaxies {sorted(leaked)[:5]}")
         per_band[band] = len(test_ids)
+    return per_band
+
+
+# --- stage 03, the classifiers' split ------------------------------------------------
+
+def draw_binary_split(record: dict, rejected_ids: np.ndarray) -> dict[str, np.ndarray | list]:
+    """The regressors' split (from their split record) with the rejected galaxies added.
+
+    The rejected galaxies are split like the accepted ones (test_fraction held out, each
+    bagging subsample 2/3 of the rest) with their own seeded stream, so the regressors'
+    draw is untouched. Both classes land in every file; refuses fewer than 3 rejected.
+    """
+    ids = np.unique(rejected_ids)
+    if len(ids) < 3:
+        raise DatasetError(f"only {len(ids)} rejected galaxies (labels 'F' or '0'); the classifiers need "
+                           "at least 3 to split")
+    rng = np.random.default_rng(np.random.SeedSequence([record["seed"], 3, REJECTED]))
+    order = rng.permutation(ids)
+    n_test = min(max(1, int(round(record["test_fraction"] * len(ids)))), len(ids) - 2)
+    train = np.sort(order[n_test:])
+    n_sub = max(1, len(train) * 2 // 3)
+    subs = [np.sort(rng.permutation(train)[:n_sub]) for _ in range(record["m_iter"])]
+    return {"test": np.union1d(record["test_pgc"], order[:n_test]),
+            "subsamples": [np.union1d(a, r) for a, r in zip(record["subsample_pgc"], subs)]}
+
+
+def split_binary_stage(compressed_dir: str | os.PathLike, samples_dir: str | os.PathLike,
+                       binary_dir: str | os.PathLike, size: int) -> dict:
+    """Stage 03 for the classifiers: ``samples_binary/`` beside the regressors' ``samples/``.
+
+    Reads the regressors' split.json from `samples_dir` (run `split_stage` first), so
+    the accepted galaxies keep their test set and Usets. Same file names, labels 0
+    (accepted) / 1 (rejected). Returns the record also written to its split.json.
+    """
+    base = iio.read_json(Path(samples_dir) / layout.SPLIT_RECORD)
+    bands = base["bands"]
+    data = {b: _load_usable(compressed_dir, size, b, binary=True) for b in bands}
+    main = data[base["split_band"]]
+    split = draw_binary_split(base, main["pgcIDs"][main["labels"] == REJECTED])
+    record = {**{k: base[k] for k in ("seed", "test_fraction", "m_iter", "size", "bands", "tags", "split_band")},
+              "labels": {"accepted (>= 45 deg)": ACCEPTED, "rejected (F, 0)": REJECTED}, "counts": {},
+              "test_pgc": split["test"], "subsample_pgc": split["subsamples"]}
+    sets = {band: _split_sets(d["pgcIDs"], split) for band, d in data.items()}
+    for band, d in data.items():  # both classes in every file, checked before anything is written
+        for (kind, k), mask in sets[band].items():
+            if len(np.unique(d["labels"][mask])) < 2:
+                raise DatasetError(f"{layout.sample_path(binary_dir, band, size, kind, k)} would hold only one "
+                                   "class (galaxies missing in this band?); the classifiers need both")
+    with iio.staged_dir(binary_dir) as tmp:
+        for band, d in data.items():
+            for (kind, k), mask in sets[band].items():
+                iio.save_npz(layout.sample_path(tmp, band, size, kind, k), **{key: v[mask] for key, v in d.items()})
+                tag = f"{layout.band_tag(band)}_{kind}_{k:03d}"
+                record["counts"][tag] = {"accepted": int((d["labels"][mask] == ACCEPTED).sum()),
+                                         "rejected": int((d["labels"][mask] == REJECTED).sum())}
+        iio.write_json(tmp / layout.SPLIT_RECORD, record)
+    return record
+
+
+def check_binary_split(binary_dir: str | os.PathLike, size: int, record: dict) -> dict[str, dict]:
+    """Verify the classifiers' split: both classes in every file, no held-out galaxy in a
+    training file, the test set drawn from the recorded list. Returns class counts of test_000 per band."""
+    held_out = set(np.asarray(record["test_pgc"]).tolist())
+    per_band = {}
+    for band in record["bands"]:
+        for kind in layout.SAMPLE_KINDS:
+            for k in range(record["m_iter"] + 1):
+                path = layout.sample_path(binary_dir, band, size, kind, k)
+                s = load_sample(binary_dir, band, size, kind, k, images=False, binary=True)
+                missing = {ACCEPTED, REJECTED} - set(s["labels"].tolist())
+                if missing:
+                    raise DatasetError(f"{path} holds no galaxy of class {sorted(missing)} (0 accepted, 1 rejected)")
+                ids = set(s["pgcIDs"].tolist())
+                if kind == "train" and ids & held_out:
+                    raise DatasetError(f"{path} holds held-out test galaxies {sorted(ids & held_out)[:5]}")
+                if (kind, k) == ("test", 0):
+                    if not ids <= held_out:
+                        raise DatasetError(f"{path} holds galaxies {sorted(ids - held_out)[:5]} outside the "
+                                           "recorded test set")
+                    per_band[band] = {"accepted": int((s["labels"] == ACCEPTED).sum()),
+                                      "rejected": int((s["labels"] == REJECTED).sum())}
     return per_band

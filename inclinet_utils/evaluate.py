@@ -264,6 +264,7 @@ def calibrate_uncertainty(preds: dict, fits: pd.DataFrame, train_rows: dict, tes
 
 def metrics_table(metrics: dict) -> pd.DataFrame:
     """metrics.json as a table, one line per row name."""
+    metrics = {k: v for k, v in metrics.items() if k != layout.CLASSIFIER_METRICS}  # not a row
     table = pd.DataFrame.from_dict(metrics, orient="index")
     table.index.name = "row"
     return table
@@ -356,6 +357,8 @@ def summarize_metrics(metrics: dict, per_uset: bool = False) -> str:
 
     Per-Uset rows are left out unless `per_uset`.
     """
+    clf = metrics.get(layout.CLASSIFIER_METRICS)
+    metrics = {k: v for k, v in metrics.items() if k != layout.CLASSIFIER_METRICS}  # not a row
     if not metrics:
         return "metrics.json is empty"
     has_true = any("rms_true_deg" in m for m in metrics.values())
@@ -379,4 +382,7 @@ def summarize_metrics(metrics: dict, per_uset: bool = False) -> str:
     lines.append("degrees; delta = measured - predicted; +bc = bias-corrected (fit on training galaxies)")
     if skipped:
         lines.append(f"({skipped} per-Uset rows in metrics.json not shown)")
+    if clf:
+        lines.append(f"classifiers ({', '.join(clf['members'])}): AUC {clf['auc']:.3f} on {clf['n']} held-out images; "
+                     f"reject precision {clf['precision_reject']:.2f}, recall {clf['recall_reject']:.2f}")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ in the ``filter`` array of augmented batches (`filter_code`).
     augmented/Uset_<NNN>_npz/<S>x<S>_train_aug_<NN>.npz      (04)
     augmented/<S>x<S>_validation_aug.npz, augment.json       (04)
     models/Uset_<NNN>_<model>.keras, Uset_<NNN>_<model>_ckpt/ (05)
+    samples_binary/, augmented_binary/, models/Uset_<NNN>_<model>_binary.keras  (03-05, classifiers)
     evaluation/*.csv, *.png, evaluation.json; metrics.json   (06)
 """
 
@@ -37,6 +38,9 @@ _TAGS = {"g": "g", "r": "r", "i": "i", "gri": "RGB"}      # prep / compressed / 
 _FILTERS = {"g": "g", "r": "r", "i": "i", "gri": "c"}     # augmented `filter` arrays
 FILTER_CODES = tuple(_FILTERS[b] for b in BANDS)          # ('g', 'r', 'i', 'c')
 SAMPLE_KINDS = ("train", "test")
+# The accept/reject classifiers: their sample and augmented folders, and their model
+# names, carry this marker (samples_binary/, augmented_binary/, model4_binary).
+BINARY = "_binary"
 
 # Inside a sample folder in the real input format (a run's input/, or the user's own).
 INPUT_IMAGES_DIR = "galaxies"
@@ -49,6 +53,8 @@ PADDED_IMAGES = "padded_images.csv"      # prep/: inputs a few pixels off square
 SPLIT_RECORD = "split.json"              # samples/
 AUGMENT_RECORD = "augment.json"          # augmented/
 TRAINED_BANDS = "trained_bands.json"     # run folder: bands each model trained on (06, inference)
+CLASSIFIER_RECORD = "classifier.json"    # run folder: rejection threshold of the classifiers (06, predict)
+CLASSIFIER_METRICS = "classifier"        # metrics.json: key of the classifiers' metrics (not a row)
 EVALUATION_FILES = {                      # evaluation/
     "metrics_csv": "metrics.csv",
     "by_band": "metrics_by_band.csv",
@@ -129,7 +135,10 @@ def run_paths(run_dir: str | os.PathLike) -> dict[str, Path]:
         "prep": run_dir / "prep",
         "compressed": run_dir / "compressed",
         "samples": run_dir / "samples",
+        "samples_binary": run_dir / f"samples{BINARY}",      # 03: classifier splits (accepted + rejected)
         "augmented": run_dir / "augmented",
+        "augmented_binary": run_dir / f"augmented{BINARY}",  # 04: class-balanced classifier batches
+        "classifier": run_dir / CLASSIFIER_RECORD,
         "models": run_dir / "models",
         "evaluation": run_dir / "evaluation",
         "realism": run_dir / "realism",            # 00: realism report (realism.save_report)
@@ -394,10 +403,24 @@ def validation_file(augmented_dir: str | os.PathLike, size: int) -> Path:
 
 # ---- 05 train ---------------------------------------------------------------------
 
+_MODEL = rf"[A-Za-z0-9]+(?:{BINARY})?"
+
+
+def binary_name(model: str) -> str:
+    """The classifier of a regressor's stack: 'model4' -> 'model4_binary'."""
+    return f"{model}{BINARY}"
+
+
+def is_binary(model: str) -> bool:
+    """Whether a model name is a classifier's (ends in the `BINARY` marker)."""
+    return str(model).endswith(BINARY)
+
+
 def model_stem(model: str, uset: int) -> str:
     """'Uset_<NNN>_<model>', the stem of every file of one (model, Uset) training."""
-    if not re.fullmatch(r"[A-Za-z0-9]+", str(model)):
-        raise ValueError(f"model name {model!r}; expected letters and digits only (e.g. model4)")
+    if not re.fullmatch(_MODEL, str(model)):
+        raise ValueError(f"model name {model!r}; expected letters and digits only (e.g. model4), "
+                         f"optionally ending in {BINARY}")
     return f"{uset_name(uset)}_{model}"
 
 
@@ -407,7 +430,7 @@ def model_file_name(model: str, uset: int) -> str:
 
 def parse_model_file_name(name: str) -> tuple[str, int] | None:
     """(model, uset) of a final model file ``Uset_<NNN>_<model>.keras``."""
-    m = re.match(r"^Uset_(?P<uset>\d{3})_(?P<model>[A-Za-z0-9]+)\.keras$", Path(name).name)
+    m = re.match(rf"^Uset_(?P<uset>\d{{3}})_(?P<model>{_MODEL})\.keras$", Path(name).name)
     return (m["model"], int(m["uset"])) if m else None
 
 
@@ -428,14 +451,15 @@ def training_paths(models_dir: str | os.PathLike, model: str, uset: int) -> dict
     }
 
 
-def find_model_files(models_dir: str | os.PathLike) -> list[tuple[str, int, Path]]:
-    """(model, uset, path) of every final model file, sorted by model name then Uset."""
+def find_model_files(models_dir: str | os.PathLike, classifiers: bool = False) -> list[tuple[str, int, Path]]:
+    """(model, uset, path) of every final regressor file (classifiers=True: of every classifier),
+    sorted by model name then Uset."""
     models_dir = Path(models_dir)
     found = []
     if models_dir.is_dir():
         for path in models_dir.iterdir():
             parsed = parse_model_file_name(path.name)
-            if parsed and path.is_file():
+            if parsed and path.is_file() and is_binary(parsed[0]) == classifiers:
                 found.append((*parsed, path))
     return sorted(found, key=lambda f: (f[0], f[1]))
 
@@ -449,7 +473,7 @@ def model_row(model: str, uset: int) -> str:
 
 def parse_model_row(row: str) -> tuple[str, int] | None:
     """(model, uset) of a 'model4/Uset_000' row (also with '+bc'); None for ensembles."""
-    m = re.match(r"^(?P<model>[A-Za-z0-9]+)/Uset_(?P<uset>\d{3})(?:\+bc)?$", row)
+    m = re.match(rf"^(?P<model>{_MODEL})/Uset_(?P<uset>\d{{3}})(?:\+bc)?$", row)
     return (m["model"], int(m["uset"])) if m else None
 
 

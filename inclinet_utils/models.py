@@ -1,4 +1,4 @@
-"""The CNN regressors (model4, model5, model6) and the label scaling they are trained on.
+"""The CNN regressors (model4, model5, model6), their accept/reject classifiers, and the label scaling.
 
 Each model is a block specification (`ModelSpec`: convolution blocks, then a dense
 head) in the registry MODELS; the one builder `build_from_spec` turns any spec into a
@@ -7,6 +7,12 @@ also the one place where inclinations in degrees (45-90) are mapped to network
 targets and back (`TARGET_RANGE`). Every model starts with `Rescaling(1/255)`, so
 callers always feed raw 0-255 pixels. Keras is imported on first use, so the scaling
 constants are cheap to import (the plots use them).
+
+The classifiers ``model4_binary``, ``model5_binary``, ``model6_binary`` are the same
+specs with one sigmoid output (the probability that a human rejects the image: label
+1 = 'F' or '0', 0 = accepted >= 45 deg), compiled with binary cross-entropy and an AUC
+metric; `is_classifier` tells the two families apart by name, `training_targets` maps
+either family's labels to its network targets.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ DEG_PER_TARGET = INC_SPAN_DEG / (TARGET_RANGE[1] - TARGET_RANGE[0])  # 22.5 deg 
 
 BN_MOMENTUM = 0.99  # Keras' and the original's BatchNormalization default
 OUTPUT_ACTIVATIONS = ("tanh", "linear")
+CLASSIFIER_ACTIVATION = "sigmoid"
 MIXED_PRECISION = (None, "mixed_bfloat16", "mixed_float16")
 
 
@@ -80,6 +87,30 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+def _binary(name: str) -> str:
+    from .layout import binary_name
+
+    return binary_name(name)
+
+
+# The accept/reject classifiers: the regressors' stacks (same spec objects), sigmoid output.
+MODELS.update({_binary(name): MODELS[name] for name in ("model4", "model5", "model6")})
+
+
+def is_classifier(name: str) -> bool:
+    """Whether `name` is an accept/reject classifier (its name carries layout.BINARY)."""
+    from .layout import is_binary
+
+    return is_binary(name)
+
+
+def training_targets(name: str, labels):
+    """Network targets of model `name` for its labels: inclinations -> TARGET_RANGE, or 0/1 as float32."""
+    if is_classifier(name):
+        return np.asarray(labels, dtype=np.float32)
+    return inclination_to_target(labels)
+
+
 def register_model(name: str, spec: ModelSpec) -> ModelSpec:
     """Add a model to MODELS: from then on `build_model(name, ...)` and the stages know it."""
     if not isinstance(spec, ModelSpec):
@@ -123,13 +154,21 @@ def build_from_spec(name: str, spec: ModelSpec, size: int, padding: str = "same"
 
 # ---- build / compile ----------------------------------------------------------
 
-def compile_model(model, learning_rate=1e-3):
+def compile_model(model, learning_rate=1e-3, classifier: bool = False):
     """Adam + mse loss, metrics named 'mse' and 'mae' (the original's evalDict names).
 
-    `learning_rate`: a number or a keras LearningRateSchedule.
+    `learning_rate`: a number or a keras LearningRateSchedule. classifier=True: binary
+    cross-entropy loss, metrics 'mse' (Brier score), 'mae', 'auc' and 'accuracy'.
     """
     import keras
 
+    if classifier:
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+                      loss=keras.losses.BinaryCrossentropy(),
+                      metrics=[keras.metrics.MeanSquaredError(name="mse"),
+                               keras.metrics.MeanAbsoluteError(name="mae"),
+                               keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")])
+        return model
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss="mse",
@@ -190,9 +229,9 @@ def check_build_options(name: str, size, padding: str = "same", bn_momentum: flo
         raise ModelError(f"bn_momentum {bn_momentum!r}: expected a number in [0, 1)")
     if padding not in ("same", "valid"):
         raise ModelError(f"padding {padding!r}: expected 'same' or 'valid'")
-    if output_activation not in OUTPUT_ACTIVATIONS:
+    if output_activation not in OUTPUT_ACTIVATIONS and not is_classifier(name):
         raise ModelError(f"output_activation {output_activation!r}: expected one of {OUTPUT_ACTIVATIONS}")
-    if output_activation == "tanh" and max(abs(t) for t in TARGET_RANGE) > 1:
+    if output_activation == "tanh" and not is_classifier(name) and max(abs(t) for t in TARGET_RANGE) > 1:
         raise ModelError(f"TARGET_RANGE {TARGET_RANGE} lies outside the tanh output range (-1, 1); "
                          "use output_activation='linear' or a narrower range")
     if mixed_precision not in MIXED_PRECISION:
@@ -210,13 +249,15 @@ def build_model(name: str, size: int, learning_rate=1e-3, compile: bool = True,
     few hundred updates before the inference-time statistics settle; short runs
     (laptop scale) use 0.9. output_activation: 'tanh' (the original) or 'linear'.
     mixed_precision: None (float32), 'mixed_bfloat16' or 'mixed_float16' (Keras then
-    scales the loss itself); the output layer stays float32.
+    scales the loss itself); the output layer stays float32. A classifier
+    (`is_classifier`) always gets the sigmoid output and the binary loss.
     """
     check_build_options(name, size, padding, bn_momentum, output_activation, mixed_precision)
+    classifier = is_classifier(name)
     with dtype_policy(mixed_precision):
         try:
             model = build_from_spec(name, MODELS[name], int(size), padding, float(bn_momentum),
-                                    output_activation)
+                                    CLASSIFIER_ACTIVATION if classifier else output_activation)
         except ValueError as exc:  # a stack that shrinks the image to nothing
             raise ModelError(f"{name} cannot take {size}x{size} images with padding={padding!r}: {exc}") from exc
-        return compile_model(model, learning_rate) if compile else model
+        return compile_model(model, learning_rate, classifier) if compile else model

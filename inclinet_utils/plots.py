@@ -563,6 +563,29 @@ def chained_training_curves(parent_history: dict, history: dict, title: str = ""
     return fig
 
 
+# ---- section: classifiers (stages 05, 06) ----
+def classifier_curves(history: dict, title: str = "", figsize=(8, 3), fig=None):
+    """Binary cross-entropy and AUC of one classifier training vs step, training and validation."""
+    if fig is None:
+        fig = Figure(figsize=figsize)
+    else:
+        fig.clear()
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.18, top=0.86 if title else 0.95, wspace=0.3)
+    ax_loss, ax_auc = fig.subplots(1, 2)
+    steps = sorted(history)
+    get = lambda k: np.array([history[s].get(k, np.nan) for s in steps], dtype=float)
+    for ax, key in ((ax_loss, "loss"), (ax_auc, "auc")):
+        ax.plot(steps, get(key), "-", color="C0", alpha=0.5, label="train")
+        ax.plot(steps, get(f"val_{key}"), "-o", ms=2.5, color="C0", label="validation")
+    if steps:
+        ax_auc.legend(fontsize=7)
+    ax_loss.set(xlabel="step (one batch file)", ylabel="binary cross-entropy")
+    ax_auc.set(xlabel="step (one batch file)", ylabel="AUC")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def instrument_gallery(rendered: dict, size: float = 1.8):
     """Galaxies of `realism.render_instruments`: per instrument a row of composites and a row of r bands."""
     names = list(rendered)
@@ -578,3 +601,39 @@ def instrument_gallery(rendered: dict, size: float = 1.8):
                     ax.imshow(rgb if k == 0 else gray, cmap=None if k == 0 else "gray", vmin=0, vmax=255)
                     ax.set_title(f"{name} {'gri' if k == 0 else 'r'}, i={inc:.0f}", fontsize=7)
     return fig
+
+
+def roc_curves(curves: dict, threshold_points: dict | None = None):
+    """ROC curves {name: (false-positive rate, true-positive rate, auc)} of "reject", with the
+    working point of each name (fpr, tpr) from `threshold_points` marked."""
+    fig = Figure(figsize=(4.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for k, (name, (fpr, tpr, auc)) in enumerate(curves.items()):
+        ax.plot(fpr, tpr, color=f"C{k}", label=f"{name} (AUC {auc:.3f})")
+        if threshold_points and name in threshold_points:
+            ax.plot(*threshold_points[name], "o", color=f"C{k}", ms=6)
+    ax.plot([0, 1], [0, 1], ":", color="0.6")
+    ax.set(xlabel="accepted galaxies rejected (false-positive rate)",
+           ylabel="rejected galaxies caught (true-positive rate)", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def probability_gallery(items: list, n_cols: int = 8, title: str = ""):
+    """Images with their rejection probability: (image, pgc, band, label text, probability)."""
+    n = max(len(items), 1)
+    n_cols = min(n_cols, n)
+    n_rows = int(np.ceil(n / n_cols))
+    fig = Figure(figsize=(1.9 * n_cols, 2.4 * n_rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False)).ravel()
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.axis("off")
+    for ax, (image, pgc, band, label, p) in zip(axes, items):
+        ax.axis("on")
+        ax.imshow(image, vmin=0, vmax=255)
+        ax.set_title(f"pgc{pgc} [{band}]\n{label}, P(reject) {p:.2f}", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return fig
+# ---- end section: classifiers ----

@@ -19,6 +19,10 @@ PRESETS = {
         "size": 128, "m_iter": 1, "n_batches": 6, "models": ["model4"], "n_passes": 6,
         "training_batch_size": 16, "learning_rate": 1e-3, "bn_momentum": 0.9,
         "mixed_precision": "auto",
+        # The accept/reject classifier: model4_binary on Uset 000 only, 6 files of 2 x 200
+        # images (gri) x 3 passes, about 1 minute at 128 px on 2 cores; at 1e-3 its ReLU head died.
+        "classifiers": ["model4_binary"], "classifier_usets": [0], "classifier_batch_size": 200,
+        "classifier_n_passes": 3, "classifier_learning_rate": 3e-4,
     },
     # The original's production scale for GPU machines: 3 models x 4 Usets = 12 trainings,
     # each 50 files x 18000 images x n_passes; spread them with `--models X --usets J`.
@@ -27,6 +31,9 @@ PRESETS = {
         "batch_size": 1000, "n_batches": 50, "n_passes": 3,
         "training_batch_size": 64, "learning_rate": 1e-3, "bn_momentum": 0.99,
         "mixed_precision": "auto",
+        # all three classifiers on every Uset, files of 2 classes x 4500 x colour/grayscale
+        "classifiers": ["model4_binary", "model5_binary", "model6_binary"], "classifier_usets": [],
+        "classifier_batch_size": 4500, "classifier_n_passes": 3, "classifier_learning_rate": 3e-4,
     },
 }
 

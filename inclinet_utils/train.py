@@ -12,7 +12,9 @@ single (model, Uset) trainings over machines, and the summary tables.
 
 The training hyperparameters (`training_batch_size`, `learning_rate`, `bn_momentum`,
 `n_passes`, `output_activation`, `mixed_precision`) pass through `train_all`,
-`train_model` and the CLI alike.
+`train_model` and the CLI alike. A classifier (`models.is_classifier`, e.g.
+``model4_binary``) trains the same way on the run's ``augmented_binary`` files, with
+its own targets (0/1), loss and metrics; the name decides.
 """
 
 from __future__ import annotations
@@ -42,9 +44,11 @@ def training_paths(run_dir, model_name: str, uset: int) -> dict[str, Path]:
     return layout.training_paths(layout.run_paths(run_dir)["models"], model_name, uset)
 
 
-def find_usets(run_dir, size: int) -> list[int]:
-    """Uset indices that have at least one augmented batch file of this size."""
-    return layout.find_usets(layout.run_paths(run_dir)["augmented"], size)
+def find_usets(run_dir, size: int, binary: bool = False) -> list[int]:
+    """Uset indices that have at least one augmented batch file of this size (binary: classifier files)."""
+    from .train_files import augmented_dir
+
+    return layout.find_usets(augmented_dir(run_dir, binary), size)
 
 
 def batch_files(run_dir, uset: int, size: int) -> list[Path]:
@@ -52,8 +56,10 @@ def batch_files(run_dir, uset: int, size: int) -> list[Path]:
     return uset_files(run_dir, uset, size)[0]
 
 
-def validation_file(run_dir, size: int) -> Path:
-    return layout.validation_file(layout.run_paths(run_dir)["augmented"], size)
+def validation_file(run_dir, size: int, binary: bool = False) -> Path:
+    from .train_files import augmented_dir
+
+    return layout.validation_file(augmented_dir(run_dir, binary), size)
 
 
 # ---- TensorFlow set-up ----------------------------------------------------------
@@ -194,13 +200,13 @@ def _restore(model, paths: dict, params: dict) -> tuple[int, dict]:
 def _fit(model, params, paths, files, plan, start, stop, history, validation, progress, figure,
          extra_callbacks=()) -> None:
     """model.fit over epochs start..stop-1, one batch file each, with the stage's callbacks."""
-    from .models import DEG_PER_TARGET
+    from .models import DEG_PER_TARGET, is_classifier
     from .train_callbacks import BackgroundWriter, training_callbacks
     from .train_dataset import BatchFileDataset
 
     title = f"{layout.uset_name(params['uset'])} {params['model']}"
     dataset = BatchFileDataset(files, plan, params["size"], params["training_batch_size"], params["seed"],
-                               params["uset"], start=start, stop=stop)
+                               params["uset"], start=start, stop=stop, model=params["model"])
     writer = BackgroundWriter()
     # The checkpoint writer collects garbage after every step (train_callbacks); with the
     # objects alive now (TF, Keras, the model) frozen out of the collector that takes
@@ -209,7 +215,8 @@ def _fit(model, params, paths, files, plan, start, stop, history, validation, pr
     gc.freeze()
     try:
         callbacks = training_callbacks(paths, history, params, plan, files, dataset, writer, title,
-                                       DEG_PER_TARGET, figure=figure, progress=progress) + list(extra_callbacks)
+                                       None if is_classifier(params["model"]) else DEG_PER_TARGET,
+                                       figure=figure, progress=progress) + list(extra_callbacks)
         # shuffle=False: the dataset shuffles each file itself, with the step's seeded stream
         model.fit(dataset, epochs=stop, initial_epoch=start, validation_data=validation.dataset,
                   shuffle=False, verbose=0, callbacks=callbacks)
@@ -241,15 +248,17 @@ def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
     """
     import keras
 
-    from .models import resolve_mixed_precision
+    from .models import CLASSIFIER_ACTIVATION, is_classifier, resolve_mixed_precision
 
     if finetune is not None and finetune.learning_rate is not None:
         learning_rate = finetune.learning_rate
 
     mixed_precision = resolve_mixed_precision(mixed_precision)  # recorded resolved, so resume agrees
+    binary = is_classifier(model_name)
+    output_activation = CLASSIFIER_ACTIVATION if binary else output_activation
     check_hyperparameters(model_name, size, n_passes, training_batch_size, learning_rate, bn_momentum,
                           output_activation, mixed_precision)
-    files, val_path = uset_files(run_dir, uset, size)
+    files, val_path = uset_files(run_dir, uset, size, binary)
     paths = training_paths(run_dir, model_name, uset)
     plan = step_plan(len(files), n_passes, seed, uset)
     params = training_params(model_name, uset, size, n_passes, training_batch_size, learning_rate, seed,
@@ -279,7 +288,7 @@ def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
     if validation is None or validation.path != val_path:
         from .train_dataset import ValidationSet
 
-        validation = ValidationSet(val_path, size, training_batch_size)
+        validation = ValidationSet(val_path, size, training_batch_size, model_name)
     stop = len(plan) if max_steps is None else min(len(plan), int(max_steps))
     if start < stop:
         _fit(model, params, paths, files, plan, start, stop, history, validation, progress, figure, extra)
@@ -296,13 +305,16 @@ def _summary(params: dict, paths: dict, history: dict, n_steps: int, done: bool)
     last = history[max(history)] if history else {}
     return {"model": params["model"], "uset": params["uset"], "steps_done": len(history),
             "n_steps": n_steps, "done": done, "final_val_mae_deg": last.get("val_mae_deg"),
+            **({"final_val_auc": last["val_auc"]} if "val_auc" in last else {}),
             "final_model": str(paths["final"]) if done else None}
 
 
-def _requested_usets(run_dir, usets, size: int) -> list[int]:
+def _requested_usets(run_dir, usets, size: int, binary: bool = False) -> list[int]:
     """The Uset indices to train (usets=[]: all present), each checked to have files."""
-    augmented = layout.run_paths(run_dir)["augmented"]
-    present = find_usets(run_dir, size)
+    from .train_files import augmented_dir
+
+    augmented = augmented_dir(run_dir, binary)
+    present = find_usets(run_dir, size, binary)
     usets = [int(u) for u in ([usets] if isinstance(usets, int) else list(usets))] or present
     if not usets:
         raise FileNotFoundError(
@@ -322,21 +334,26 @@ def train_all(run_dir, models, usets, size: int, n_passes: int, training_batch_s
               finetune=None) -> list[dict]:
     """Train every requested model on every requested Uset (usets=[]: all present), in turn.
 
-    Every value is checked before the first training starts. `finetune`: a
-    `finetune.FineTune`; its parents are checked first and recorded in run.json.
+    Every value is checked before the first training starts. The models must be of one
+    family: regressors, or classifiers (``*_binary``, trained on ``augmented_binary``).
+    `finetune`: a `finetune.FineTune`; its parents are checked first and recorded in run.json.
     """
-    from .models import MODELS, resolve_mixed_precision
+    from .models import MODELS, is_classifier, resolve_mixed_precision
 
     mixed_precision = resolve_mixed_precision(mixed_precision)
     models = [models] if isinstance(models, str) else list(models)
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise TrainInputError(f"models {models}: expected a non-empty list from {sorted(MODELS)}")
+    binary = is_classifier(models[0])
+    if any(is_classifier(m) != binary for m in models):
+        raise TrainInputError(f"models {models}: regressors and classifiers (*_binary) train on different "
+                              "files; train them in separate calls")
     for name in models:
         check_hyperparameters(name, size, n_passes, training_batch_size, learning_rate, bn_momentum,
                               output_activation, mixed_precision)
-    usets = _requested_usets(run_dir, usets, size)
-    val_path = validation_file(run_dir, size)  # fail before any training starts
+    usets = _requested_usets(run_dir, usets, size, binary)
+    val_path = validation_file(run_dir, size, binary)  # fail before any training starts
     configure_threads()  # before the parents below start TensorFlow
     if finetune is not None:
         from . import finetune as ift
@@ -345,7 +362,7 @@ def train_all(run_dir, models, usets, size: int, n_passes: int, training_batch_s
         ift.record_parent(run_dir, finetune)
     from .train_dataset import ValidationSet
 
-    validation = ValidationSet(val_path, size, training_batch_size)
+    validation = ValidationSet(val_path, size, training_batch_size, models[0])
     kw = dict(training_batch_size=training_batch_size, learning_rate=learning_rate, seed=seed,
               resume=resume, progress=progress, max_steps=max_steps, validation=validation,
               bn_momentum=bn_momentum, output_activation=output_activation, mixed_precision=mixed_precision,
@@ -447,6 +464,11 @@ def main(argv=None) -> int:
     values = {"output_activation": "tanh", "mixed_precision": "auto", **PRESETS["laptop"]}
     if args.preset:
         values.update(PRESETS[args.preset])
+    from .models import is_classifier
+
+    if args.models and all(is_classifier(m) for m in args.models):  # the preset's values for the classifiers
+        values.update({k: values[f"classifier_{k}"] for k in ("n_passes", "learning_rate")
+                       if f"classifier_{k}" in values})
     values.update({k: getattr(args, k) for k in _OPTIONS if getattr(args, k) is not None})
     summaries = train_all(args.run_dir, values["models"], args.usets, values["size"], values["n_passes"],
                           values["training_batch_size"], values["learning_rate"], args.seed,

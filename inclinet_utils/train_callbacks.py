@@ -132,7 +132,7 @@ class StepRecord(keras.callbacks.Callback):
     the file), time_fit_s (training) and time_eval_s (validation).
     """
 
-    def __init__(self, history: dict, plan, files, dataset, deg_per_target: float):
+    def __init__(self, history: dict, plan, files, dataset, deg_per_target: float | None):
         super().__init__()
         self.history, self.plan, self.files, self.dataset = history, plan, files, dataset
         self.deg = deg_per_target
@@ -154,9 +154,13 @@ class StepRecord(keras.callbacks.Callback):
         t = time.perf_counter()
         p, i = self.plan[epoch]
         entry = {k: float(logs[k]) for k in ("loss", "mse", "mae", "val_loss", "val_mse", "val_mae")}
+        # a classifier (deg_per_target None) records its AUC and accuracy instead of degrees
+        scores = ({k: float(logs[k]) for k in ("auc", "accuracy", "val_auc", "val_accuracy") if k in logs}
+                  if self.deg is None else
+                  {"mae_deg": entry["mae"] * self.deg, "val_mae_deg": entry["val_mae"] * self.deg})
         entry.update({
             "batchNo": layout.batch_number(self.files[i]), "batchFile": self.files[i].name, "pass": p,
-            "mae_deg": entry["mae"] * self.deg, "val_mae_deg": entry["val_mae"] * self.deg,
+            **scores,
             "n_images": self.dataset.n_images, "time_s": t - self._t_end,
             "time_data_s": self.dataset.wait_s,
             "time_fit_s": self._t_eval - self._t_begin - self.dataset.wait_s,
@@ -226,9 +230,10 @@ class CurveFigure(keras.callbacks.Callback):
         self._last = -float("inf")
 
     def _draw(self, history: dict) -> None:
-        from .plots import training_curves
+        from .plots import classifier_curves, training_curves
 
-        fig = training_curves({int(k): v for k, v in history.items()}, title=self.title, fig=self.figure)
+        classifier = any("val_auc" in v for v in history.values())
+        fig = (classifier_curves if classifier else training_curves)({int(k): v for k, v in history.items()}, title=self.title, fig=self.figure)
         iio.save_figure(fig, self.path, dpi=80)
 
     def _submit(self) -> None:

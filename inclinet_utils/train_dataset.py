@@ -23,12 +23,13 @@ class BatchFileDataset(keras.utils.PyDataset):
     `select(step)` (called by `select_callback` at each epoch's start) makes that
     step's file current and starts reading the next one in a background thread;
     `wait_s` is how long it waited for the file. Pixels stay uint8, targets are
-    `models.inclination_to_target` of the labels.
+    `models.training_targets` of the labels for model `model` (a classifier's: 0/1).
     """
 
     def __init__(self, files, plan, size: int, batch_size: int, seed: int, uset: int,
-                 start: int = 0, stop: int | None = None):
+                 start: int = 0, stop: int | None = None, model: str = "model4"):
         super().__init__(workers=1, use_multiprocessing=False)
+        self.model = model
         self.files, self.plan, self.size, self.batch_size = list(files), list(plan), size, batch_size
         self.seed, self.uset, self.start = seed, uset, start
         self.stop = len(self.plan) if stop is None else stop
@@ -39,11 +40,11 @@ class BatchFileDataset(keras.utils.PyDataset):
         self._next: tuple[int, concurrent.futures.Future] | None = None
 
     def _prepare(self, step: int):
-        from .models import inclination_to_target
+        from .models import is_classifier, training_targets
 
-        images, inc = load_arrays(self.files[self.plan[step][1]], self.size)
+        images, inc = load_arrays(self.files[self.plan[step][1]], self.size, is_classifier(self.model))
         order = rng(self.seed, STEP, self.uset, step).permutation(len(inc))
-        return images[order], inclination_to_target(inc[order])
+        return images[order], training_targets(self.model, inc[order])
 
     def select(self, step: int) -> None:
         """Serve step `step`'s file from now on (waiting for it if it is still being read)."""
@@ -95,12 +96,12 @@ def make_dataset(images, targets, batch_size: int):
 class ValidationSet:
     """The fixed augmented validation set, read once and kept as a cached tf.data pipeline."""
 
-    def __init__(self, path, size: int, batch_size: int):
+    def __init__(self, path, size: int, batch_size: int, model: str = "model4"):
         import tensorflow as tf
 
-        from .models import inclination_to_target
+        from .models import is_classifier, training_targets
 
-        images, labels = load_arrays(path, size)
+        images, labels = load_arrays(path, size, is_classifier(model))
         self.path, self.n = Path(path), len(labels)
-        self.dataset = make_dataset(tf.constant(images), tf.constant(inclination_to_target(labels)),
+        self.dataset = make_dataset(tf.constant(images), tf.constant(training_targets(model, labels)),
                                     batch_size).cache()

@@ -44,8 +44,11 @@ def step_plan(n_files: int, n_passes: int, seed: int, uset: int) -> list[tuple[i
 
 # ---- files --------------------------------------------------------------------
 
-def load_arrays(path, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(images (N,S,S,3) uint8, inclinations (N,) int) of an augmented npz, checked."""
+def load_arrays(path, size: int, binary: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N,S,S,3) uint8, inclinations (N,) int) of an augmented npz, checked.
+
+    binary=True: a classifier batch, labels 0 (accepted) or 1 (rejected).
+    """
     path = Path(path)
     try:
         with np.load(path) as z:
@@ -64,7 +67,11 @@ def load_arrays(path, size: int) -> tuple[np.ndarray, np.ndarray]:
         raise TrainInputError(f"{path}: labels have shape {labels.shape}; expected ({len(images)},)")
     if len(labels) == 0:
         raise TrainInputError(f"{path} holds no images")
-    if not np.all((labels >= 45) & (labels <= 90)):
+    if binary:
+        if not np.all((labels == 0) | (labels == 1)):
+            bad = labels[(labels != 0) & (labels != 1)][:5]
+            raise TrainInputError(f"{path}: labels {bad.tolist()} are not 0 (accepted) or 1 (rejected)")
+    elif not np.all((labels >= 45) & (labels <= 90)):
         bad = labels[(labels < 45) | (labels > 90)][:5]
         raise TrainInputError(f"{path}: labels {bad.tolist()} outside the 45-90 degree inclination range")
     return images, labels
@@ -93,7 +100,12 @@ def batches_per_file(files: list[Path], batch_size: int) -> int:
 
 
 
-def uset_files(run_dir, uset: int, size: int) -> tuple[list[Path], Path]:
+def augmented_dir(run_dir, binary: bool = False) -> Path:
+    """The run's augmented folder of the regressors, or (binary) of the classifiers."""
+    return layout.run_paths(run_dir)["augmented_binary" if binary else "augmented"]
+
+
+def uset_files(run_dir, uset: int, size: int, binary: bool = False) -> tuple[list[Path], Path]:
     """(batch files sorted by number, validation file) of one Uset; FileNotFoundError if absent."""
-    augmented = layout.run_paths(run_dir)["augmented"]
+    augmented = augmented_dir(run_dir, binary)
     return layout.batch_files(augmented, uset, size), layout.validation_file(augmented, size)

@@ -158,7 +158,7 @@ def test_registry_takes_a_new_model_as_one_spec():
         assert model.count_params() == 112 + 148 + 16 + 771 + 4
     finally:
         del M.MODELS["tiny"]
-    assert set(M.MODELS) == {"model4", "model5", "model6"}
+    assert set(M.MODELS) == {"model4", "model5", "model6", "model4_binary", "model5_binary", "model6_binary"}
     with pytest.raises(M.ModelError, match="ModelSpec"):
         M.register_model("bad", lambda size: None)
 

@@ -219,7 +219,7 @@ def test_rules_name_declared_parameters_and_cover_every_number(params):
 def test_model_choices_are_the_registered_models():
     from inclinet_utils import models
 
-    assert sorted(config.MODEL_NAMES) == sorted(models.MODELS)
+    assert sorted(config.MODEL_NAMES + config.CLASSIFIER_NAMES) == sorted(models.MODELS)
 
 
 def test_presets_use_known_parameters_and_laptop_equals_the_defaults(params):
