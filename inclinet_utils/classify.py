@@ -25,7 +25,7 @@ import pandas as pd
 from . import io as iio
 from . import layout
 from .dataset import ACCEPTED, REJECTED, load_sample
-from .inference import FLIPS, InferenceError, ModelFile, load_model, model_input_size
+from .inference import InferenceError, flip_averaged_output, ModelFile, load_model, model_input_size
 
 ACCEPTED_RECALL = 0.95  # share of accepted training galaxies the threshold keeps
 
@@ -39,17 +39,7 @@ def find_classifiers(models_dir: str | os.PathLike) -> list[ModelFile]:
 
 def reject_probability(model, images: np.ndarray, batch_size: int = 64, flips: bool = True) -> np.ndarray:
     """P(rejected) of one classifier for raw 0-255 (N, S, S, 3) images, mean over the flips."""
-    if len(images) == 0:
-        return np.zeros(0)
-    axes = FLIPS if flips else FLIPS[:1]
-    step = max(1, batch_size // len(axes))
-    out = []
-    for start in range(0, len(images), step):
-        batch = np.asarray(images[start:start + step], dtype=np.float32)
-        views = np.concatenate([np.flip(batch, axis=a) if a else batch for a in axes])
-        raw = np.asarray(model(views, training=False), dtype=np.float64).reshape(len(views), -1)[:, 0]
-        out.append(raw.reshape(len(axes), len(batch)).mean(axis=0))
-    return np.concatenate(out)
+    return flip_averaged_output(model, images, batch_size, flips)
 
 
 def member_probabilities(files: list[ModelFile], images: np.ndarray, size: int | None = None) -> pd.DataFrame:

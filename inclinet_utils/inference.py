@@ -87,15 +87,13 @@ def load_run_models(run_dir: str | os.PathLike):
     return loaded, sizes.pop()
 
 
-def predict_images(model, images: np.ndarray, batch_size: int = 64, flips: bool = True) -> np.ndarray:
-    """Inclinations (deg) the model gives raw 0-255 (N, S, S, 3) images (its first layer rescales).
+def flip_averaged_output(model, images: np.ndarray, batch_size: int = 64, flips: bool = True) -> np.ndarray:
+    """The model's raw output for raw 0-255 (N, S, S, 3) images (its first layer rescales).
 
-    With `flips`, each image's prediction is the mean over the image and its
-    horizontal, vertical and double flips (the four go through the model in one
-    batch). Clipped to 0-90 degrees.
+    With `flips`, each image's output is the mean over the image and its horizontal,
+    vertical and double flips (the four go through the model in one batch): neither the
+    inclination nor whether a human would reject the galaxy changes under them.
     """
-    from .models import target_to_inclination
-
     if len(images) == 0:
         return np.zeros(0)
     flip_axes = FLIPS if flips else FLIPS[:1]
@@ -105,9 +103,18 @@ def predict_images(model, images: np.ndarray, batch_size: int = 64, flips: bool 
         batch = np.asarray(images[start:start + step], dtype=np.float32)
         views = np.concatenate([np.flip(batch, axis=a) if a else batch for a in flip_axes])
         # predict_on_batch runs the compiled predict function: about twice as fast as an eager call
-        raw = np.asarray(model.predict_on_batch(views)).reshape(len(views), -1)[:, 0]
+        raw = np.asarray(model.predict_on_batch(views), dtype=np.float64).reshape(len(views), -1)[:, 0]
         out.append(raw.reshape(len(flip_axes), len(batch)).mean(axis=0))
-    return np.clip(target_to_inclination(np.concatenate(out)).astype(float), *INC_LIMITS)
+    return np.concatenate(out)
+
+
+def predict_images(model, images: np.ndarray, batch_size: int = 64, flips: bool = True) -> np.ndarray:
+    """Inclinations (deg) a regressor gives raw 0-255 images, flip-averaged
+    (`flip_averaged_output`), clipped to 0-90 degrees."""
+    from .models import target_to_inclination
+
+    raw = flip_averaged_output(model, images, batch_size, flips)
+    return np.clip(target_to_inclination(raw).astype(float), *INC_LIMITS) if len(raw) else raw
 
 
 # ---- the bands a run's models trained on ------------------------------------------

@@ -6,7 +6,9 @@
 `measure_chunk` prepares a chunk's images exactly as stages 01-02 do and returns
 one row per job: ok rows carry the flip-averaged inclination of every member,
 their median, its bias-corrected value, the calibrated sigma and the `disagree`
-alarm; the others carry the reason in `status`. Models are loaded once per
+alarm, and, when the run trained accept/reject classifiers, the ensemble
+probability that a human would reject the image (`p_reject`) and `accepted`
+(p_reject at most 06's threshold, `classify.rejection_threshold`); the others carry the reason in `status`. Models are loaded once per
 process (`run_models`), so a Dask worker loads them for its first chunk only.
 Per-row columns derived from the measurement are added in ONE place,
 `add_run_columns`.
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import inference, layout
+from . import io as iio
 from .images import ImageReadError, find_image, load_prepared
 from .metrics import BiasFit
 
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 ENSEMBLE_ROW = "all/median"  # the ensemble the table reports; its 06 bias fit and calibration
 BASE_COLUMNS = ["file", "pgc", "band", "inclination_deg", "inclination_bc_deg", "sigma_deg", "spread_deg",
                 "n_models", "disagree", "status"]
+CLASSIFIER_COLUMNS = ["p_reject", "accepted"]  # only for runs with trained classifiers
 OK = "ok"
 _PGC = re.compile(r"pgc(?P<pgc>\d+)", re.IGNORECASE)
 _BAND_SUFFIX = re.compile(r"_(?P<band>[gri])\.png$", re.IGNORECASE)
@@ -126,10 +130,13 @@ class RunContext:
     calibration: object | None              # uncertainty.Calibration (None before 06)
     flips: bool = True
     batch_size: int = 64
+    classifier_rows: tuple[str, ...] = ()   # accept/reject classifiers (none: no p_reject column)
+    classifier_bands: tuple[str, ...] = ()  # bands they trained on
+    reject_threshold: float | None = None   # 06's threshold (None before 06)
 
     @property
     def columns(self) -> list[str]:
-        return BASE_COLUMNS + list(self.rows)
+        return BASE_COLUMNS + (CLASSIFIER_COLUMNS if self.classifier_rows else []) + list(self.rows)
 
 
 def _bias_fit(run_dir: Path) -> BiasFit | None:
@@ -156,23 +163,55 @@ def run_context(run_dir, flips: bool = True, batch_size: int = 64) -> RunContext
     if bias is None or cal is None:
         log.warning("%s has no stage-06 evaluation (bias_fits.csv, uncertainty.json): inclination_bc_deg and "
                     "sigma_deg are left empty and no disagreement alarm is raised; run 06_evaluate first", run_dir)
-    return RunContext(str(run_dir), tuple(mf.row for mf in files), inference.trained_bands(run_dir, files),
-                      bias, cal, flips, batch_size)
+    by_model = inference.trained_bands(run_dir, files)
+    return RunContext(str(run_dir), tuple(mf.row for mf in files), by_model, bias, cal, flips, batch_size,
+                      **_classifier_context(run_dir, by_model))
+
+
+def _classifier_context(run_dir: Path, by_model: dict) -> dict:
+    """The run's classifiers, their bands and 06's rejection threshold (RunContext fields)."""
+    from . import classify
+
+    files = classify.find_classifiers(layout.run_paths(run_dir)["models"])
+    if not files:
+        return {}
+    record = layout.run_paths(run_dir)["classifier"]
+    bands = iio.read_json(record)["bands"] if record.is_file() else sorted({b for v in by_model.values() for b in v})
+    threshold = classify.rejection_threshold(run_dir) if record.is_file() else None
+    if threshold is None:
+        log.warning("%s has classifiers but no %s: p_reject is given, accepted is left empty; run 06_evaluate",
+                    run_dir, record.name)
+    return {"classifier_rows": tuple(mf.row for mf in files), "classifier_bands": tuple(bands),
+            "reject_threshold": threshold}
 
 
 _MODELS: dict = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def run_models(run_dir: str):
-    """The run's loaded models, cached per process (a Dask worker loads them once, at its first chunk)."""
-    files = inference.find_models(layout.run_paths(run_dir)["models"])
-    key = (str(Path(run_dir).resolve()), tuple((str(mf.path), mf.path.stat().st_mtime_ns) for mf in files))
+def _cached(run_dir: str, family: str, files, load):
+    """`load()` once per process for these files (a Dask worker loads them at its first chunk)."""
+    key = (str(Path(run_dir).resolve()), family, tuple((str(mf.path), mf.path.stat().st_mtime_ns) for mf in files))
     with _MODELS_LOCK:
         if key not in _MODELS:
-            _MODELS.clear()  # one run at a time per process
-            _MODELS[key] = inference.load_run_models(run_dir)
+            for old in [k for k in _MODELS if k[1] == family]:
+                del _MODELS[old]  # one run at a time per process
+            _MODELS[key] = load()
         return _MODELS[key]
+
+
+def run_models(run_dir: str):
+    """The run's loaded regressors and their image size, cached per process."""
+    files = inference.find_models(layout.run_paths(run_dir)["models"])
+    return _cached(run_dir, "regressors", files, lambda: inference.load_run_models(run_dir))
+
+
+def run_classifiers(run_dir: str) -> list:
+    """[(ModelFile, model)] of the run's accept/reject classifiers, cached per process."""
+    from . import classify
+
+    files = classify.find_classifiers(layout.run_paths(run_dir)["models"])
+    return _cached(run_dir, "classifiers", files, lambda: [(mf, inference.load_model(mf.path)) for mf in files])
 
 
 def load_chunk(jobs: list[Job], ctx: RunContext, size: int) -> tuple[list[dict], np.ndarray]:
@@ -213,7 +252,27 @@ def predict_loaded(rows: list[dict], images: np.ndarray, ctx: RunContext, models
     table["spread_deg"] = values.std(axis=1, ddof=1) if len(ctx.rows) > 1 else np.nan
     for k, name in enumerate(ctx.rows):
         table[name] = values[:, k]
+    if ctx.classifier_rows:
+        _add_rejection(table, images, ok, ctx)
     return add_run_columns(table, ctx)[ctx.columns]
+
+
+def _add_rejection(table: pd.DataFrame, images: np.ndarray, ok: np.ndarray, ctx: RunContext) -> None:
+    """p_reject (mean over the classifiers, flip-averaged) of the ok rows in a band they trained
+    on, and `accepted` where 06's threshold is known; empty elsewhere."""
+    from .classify import reject_probability
+
+    p = np.full(len(table), np.nan)
+    usable = ok & table["band"].isin(ctx.classifier_bands).to_numpy()
+    if usable.any():
+        measured = images[usable[ok]]  # images hold the ok rows, in order
+        p[usable] = np.mean([reject_probability(model, measured, ctx.batch_size, ctx.flips)
+                             for _, model in run_classifiers(ctx.run_dir)], axis=0)
+    table["p_reject"] = p
+    accepted = pd.array([pd.NA] * len(table), dtype="boolean")
+    if ctx.reject_threshold is not None:
+        accepted[usable] = p[usable] <= ctx.reject_threshold
+    table["accepted"] = accepted
 
 
 def add_run_columns(table: pd.DataFrame, ctx: RunContext) -> pd.DataFrame:

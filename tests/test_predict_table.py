@@ -236,3 +236,36 @@ def test_training_arguments_and_scheduler_values():
     with pytest.raises(ValueError, match="tcp://host:8786"):
         with executor.dask_client("nonsense"):
             pass
+
+
+def test_rows_carry_the_rejection_probability_of_the_run_classifiers(survey, tmp_path):
+    """A run with an accept/reject classifier: every measured row gets the ensemble P(rejected)
+    (flip-averaged, strictly inside (0, 1)) and `accepted` from 06's threshold; other rows none."""
+    import shutil
+
+    import keras
+
+    run = tmp_path / "run"
+    shutil.copytree(survey["run"], run)
+    keras.utils.set_random_seed(7)
+    clf = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Rescaling(1 / 255),
+                            keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
+                            keras.layers.Dense(1, activation="sigmoid",
+                                               kernel_initializer=keras.initializers.RandomNormal(stddev=3.0))])
+    clf.save(layout.run_paths(run)["models"] / layout.model_file_name(layout.binary_name("model4"), 0))
+    batch = np.stack([load_prepared(p, layout.parse_input_image_name(p.name).band, SIZE) for p in survey["good"]])
+    expected = inference.flip_averaged_output(clf, batch)
+    threshold = float(np.median(expected))
+    iio.write_json(layout.run_paths(run)["classifier"], {"threshold": threshold, "bands": TRAINED,
+                                                        "members": [layout.model_row(layout.binary_name("model4"), 0)]})
+    table = predict.predict_table(survey["root"] / "galaxies", run, progress=False)
+    assert {"p_reject", "accepted"} <= set(table.columns)
+    assert layout.model_row(layout.binary_name("model4"), 0) not in table.columns  # not a regressor member
+    ok = table[table["status"] == "ok"].reset_index(drop=True)
+    np.testing.assert_allclose(ok["p_reject"], expected, atol=1e-5)
+    assert ((ok["p_reject"] > 0) & (ok["p_reject"] < 1)).all() and np.ptp(ok["p_reject"]) > 0
+    assert list(ok["accepted"]) == list(ok["p_reject"] <= threshold) and 0 < ok["accepted"].sum() < len(ok)
+    bad = table[table["status"] != "ok"]
+    assert bad["p_reject"].isna().all() and bad["accepted"].isna().all()
+    # without a classifier the table has no such columns
+    assert "p_reject" not in predict.predict_table(survey["root"] / "galaxies", survey["run"], progress=False)
