@@ -300,6 +300,26 @@ def _curves_on(ax_mse, ax_mae, history: dict, label: str = "", color=None) -> No
             ax.axvline(s - 0.5, color="0.8", lw=0.8, zorder=0)
 
 
+def _two_panels(fig, figsize, title: str):
+    """`fig` cleared (or a new Figure) with two side-by-side axes at fixed margins: the
+    constrained layout engine would double the cost of each per-step redraw."""
+    if fig is None:
+        fig = Figure(figsize=figsize)
+    else:
+        fig.clear()
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.18, top=0.86 if title else 0.95, wspace=0.3)
+    return (fig, *fig.subplots(1, 2))
+
+
+def _label_mse_mae(fig, ax_mse, ax_mae, xlabel: str, title: str):
+    ax_mse.set_yscale("log")
+    ax_mse.set(xlabel=xlabel, ylabel="MSE (deg$^2$)")
+    ax_mae.set(xlabel=xlabel, ylabel="MAE (deg)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def training_curves(history: dict, title: str = "", figsize=(8, 3), fig=None):
     """MSE (deg^2) and MAE (deg) of one training vs step, training and validation.
 
@@ -308,22 +328,11 @@ def training_curves(history: dict, title: str = "", figsize=(8, 3), fig=None):
     `fig`: a Figure to clear and redraw (the training loop reuses one, so that no
     figure per step waits for the garbage collector).
     """
-    if fig is None:
-        fig = Figure(figsize=figsize)
-    else:
-        fig.clear()
-    # fixed margins: the constrained layout engine would double the cost of each per-step redraw
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.18, top=0.86 if title else 0.95, wspace=0.3)
-    ax_mse, ax_mae = fig.subplots(1, 2)
+    fig, ax_mse, ax_mae = _two_panels(fig, figsize, title)
     if history:
         _curves_on(ax_mse, ax_mae, history, color="C0")
         ax_mae.legend(fontsize=7)
-    ax_mse.set_yscale("log")
-    ax_mse.set(xlabel="step (one batch file)", ylabel="MSE (deg$^2$)")
-    ax_mae.set(xlabel="step (one batch file)", ylabel="MAE (deg)")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+    return _label_mse_mae(fig, ax_mse, ax_mae, "step (one batch file)", title)
 
 
 def step_timing(histories: dict):
@@ -543,9 +552,7 @@ def uncertainty_calibration(table, calibration, levels=np.linspace(0.05, 0.99, 2
 def chained_training_curves(parent_history: dict, history: dict, title: str = "", figsize=(8, 3)):
     """A fine-tuned training's curves after its parent's: parent steps at negative x (grey),
     the child's from 0 (blue); the dashed line marks where the fine-tuning starts."""
-    fig = Figure(figsize=figsize)
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.18, top=0.86 if title else 0.95, wspace=0.3)
-    ax_mse, ax_mae = fig.subplots(1, 2)
+    fig, ax_mse, ax_mae = _two_panels(None, figsize, title)
     n_parent = len(parent_history)
     if parent_history:
         shifted = {int(s) - n_parent: e for s, e in sorted(parent_history.items(), key=lambda kv: int(kv[0]))}
@@ -555,23 +562,13 @@ def chained_training_curves(parent_history: dict, history: dict, title: str = ""
     for ax in (ax_mse, ax_mae):
         ax.axvline(-0.5, color="k", ls="--", lw=0.8)
     ax_mae.legend(fontsize=7)
-    ax_mse.set_yscale("log")
-    ax_mse.set(xlabel="step (parent < 0 <= this run)", ylabel="MSE (deg$^2$)")
-    ax_mae.set(xlabel="step (parent < 0 <= this run)", ylabel="MAE (deg)")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+    return _label_mse_mae(fig, ax_mse, ax_mae, "step (parent < 0 <= this run)", title)
 
 
 # ---- section: classifiers (stages 05, 06) ----
 def classifier_curves(history: dict, title: str = "", figsize=(8, 3), fig=None):
     """Binary cross-entropy and AUC of one classifier training vs step, training and validation."""
-    if fig is None:
-        fig = Figure(figsize=figsize)
-    else:
-        fig.clear()
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.18, top=0.86 if title else 0.95, wspace=0.3)
-    ax_loss, ax_auc = fig.subplots(1, 2)
+    fig, ax_loss, ax_auc = _two_panels(fig, figsize, title)
     steps = sorted(history)
     get = lambda k: np.array([history[s].get(k, np.nan) for s in steps], dtype=float)
     for ax, key in ((ax_loss, "loss"), (ax_auc, "auc")):

@@ -226,6 +226,39 @@ def _fit(model, params, paths, files, plan, start, stop, history, validation, pr
         dataset.close()
 
 
+def _finished(paths: dict, params: dict, resume: bool) -> bool:
+    """True when the final model exists; refuses existing work unless `resume`, and a
+    checkpoint whose parameters differ from `params`."""
+    if paths["final"].exists():
+        if not resume:
+            raise FileExistsError(f"{paths['final']} already exists; use resume=True or a new run folder")
+        return True
+    if paths["checkpoint"].exists():
+        if not resume:
+            raise FileExistsError(f"{paths['checkpoint']} already exists (a started training); "
+                                  "use resume=True to continue it, or a new run folder")
+        from .train_callbacks import checkpoint_params
+
+        _check_params(paths["checkpoint"], checkpoint_params(paths["checkpoint"]), params)
+    return False
+
+
+def _model_at_start(run_dir, params: dict, paths: dict, files, plan, finetune):
+    """(model, first step, history, fine-tuning callbacks): built, started from the parent run
+    when fine-tuning, then restored from this training's checkpoint if there is one."""
+    from .train_files import batches_per_file
+
+    model = _build(params, len(plan), batches_per_file(files, params["training_batch_size"]))
+    if finetune is None:
+        start, history = _restore(model, paths, params)
+        return model, start, history, []
+    from . import finetune as ift
+
+    ift.initialise(model, finetune, run_dir, params["model"], params["uset"], params["size"])  # a checkpoint overrides it
+    start, history = _restore(model, paths, params)
+    return model, start, history, ift.prepare(model, finetune, start, len(files), len(plan))
+
+
 def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
                 training_batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 42,
                 resume: bool = True, progress: bool = True, max_steps: int | None = None,
@@ -265,26 +298,9 @@ def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
                              bn_momentum, output_activation, mixed_precision, files, val_path)
     if finetune is not None:
         params.update(finetune.as_params())
-    if paths["final"].exists():
-        if not resume:
-            raise FileExistsError(f"{paths['final']} already exists; use resume=True or a new run folder")
+    if _finished(paths, params, resume):
         return _summary(params, paths, load_history(run_dir, model_name, uset), len(plan), done=True)
-    if paths["checkpoint"].exists() and not resume:
-        raise FileExistsError(f"{paths['checkpoint']} already exists (a started training); "
-                              "use resume=True to continue it, or a new run folder")
-    if paths["checkpoint"].exists():
-        from .train_callbacks import checkpoint_params
-
-        _check_params(paths["checkpoint"], checkpoint_params(paths["checkpoint"]), params)
-    from .train_files import batches_per_file
-
-    model = _build(params, len(plan), batches_per_file(files, training_batch_size))
-    if finetune is not None:
-        from . import finetune as ift
-
-        ift.initialise(model, finetune, run_dir, model_name, uset, size)  # a checkpoint below overrides it
-    start, history = _restore(model, paths, params)
-    extra = ift.prepare(model, finetune, start, len(files), len(plan)) if finetune is not None else []
+    model, start, history, extra = _model_at_start(run_dir, params, paths, files, plan, finetune)
     if validation is None or validation.path != val_path:
         from .train_dataset import ValidationSet
 
