@@ -160,16 +160,22 @@ def _check_params(path: Path, saved: dict, params: dict) -> None:
 def _build(params: dict, n_steps: int, updates_per_step: int):
     """The compiled model under the device strategy, its optimizer built (same initial weights every time).
 
-    Cosine decay of the rate to a tenth over the whole training: with a constant rate the
-    step-to-step scatter dominates the final error of short runs. It follows the
+    The rate rises linearly from a tenth over the first step's updates (warm-up), then
+    decays on a cosine to a tenth over the rest: with a constant rate the step-to-step
+    scatter dominates the final error of short runs, and without the warm-up the first
+    full-rate Adam updates can kill the narrow ReLU head of model4 for good (it then
+    predicts one constant; seen at seed 42, benchmarks/ACCURACY.md). It follows the
     optimizer's own iteration count, so a resumed training continues it exactly.
     """
     import keras
 
     from .models import build_model
 
+    total, warmup = max(2, n_steps * updates_per_step), max(1, updates_per_step)
+    warmup = min(warmup, total // 2)
     schedule = keras.optimizers.schedules.CosineDecay(
-        params["learning_rate"], decay_steps=max(1, n_steps * updates_per_step), alpha=0.1)
+        params["learning_rate"] / 10, decay_steps=total - warmup, alpha=0.1,
+        warmup_target=params["learning_rate"], warmup_steps=warmup)
     keras.utils.set_random_seed(int_seed(params["seed"], INIT, params["uset"]))
     with get_strategy().scope():
         model = build_model(params["model"], params["size"], learning_rate=schedule,
