@@ -522,14 +522,14 @@ def realism_axis_ratio(real, synthetic, expected):
 def uncertainty_calibration(table, calibration, levels=np.linspace(0.05, 0.99, 20)):
     """Left: |residual| of test images against the members' spread with the calibrated 1- and
     2-sigma curves; right: coverage of the central intervals against their nominal level."""
-    from .uncertainty import coverage, z_of
+    from .uncertainty import coverage
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     spread = np.nan_to_num(table["spread_deg"].to_numpy(dtype=float), nan=0.0)
     resid = table["residual_deg"].to_numpy(dtype=float)
     ax1.scatter(spread, np.abs(resid), s=6, alpha=0.4, color="C0", label="test images")
     grid = np.linspace(0, max(spread.max(), 1e-3) * 1.05, 100)
-    for z, style in ((1.0, "-"), (z_of(0.95), "--")):
+    for z, style in ((1.0, "-"), (calibration.z95, "--")):
         ax1.plot(grid, z * calibration.sigma(grid), "k" + style, label=f"{z:.2f} sigma (fit on training)")
     if np.isfinite(calibration.spread_p99):
         ax1.axvline(calibration.spread_p99, color="C3", lw=1, label="alarm: 99th pct of training spread")

@@ -6,8 +6,11 @@ the run's (model, Uset) members): sigma^2 = a^2 spread^2 + b^2, by maximum
 likelihood of Gaussian residuals (`fit_calibration`). With a single member the
 spread is undefined and only b is fitted. The alarm threshold is a high
 percentile of the spread on those training galaxies (`Calibration.disagree`).
-`coverage` checks, on held-out test galaxies, how often |residual| <= z sigma for
-the 68% and 95% intervals. `predict` reads the stored fit (`load_calibration`).
+Real errors have a narrower core and heavier tails than a Gaussian, so after the fit
+(a, b) are scaled together until 68% of the training residuals lie within 1 sigma, and
+the 95% half-width is stored in sigmas (`z95`, 1.96 for Gaussian errors), both read off
+the same training galaxies (split-conformal style). `coverage` checks, on held-out test
+galaxies, how often |residual| <= z sigma for the 68% and 95% intervals. `predict` reads the stored fit (`load_calibration`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,13 @@ class Calibration:
     spread_p95: float = float("nan")
     spread_p99: float = float("nan")
     alarm_percentile: float = ALARM_PERCENTILE
-    method: str = "maximum likelihood, sigma^2 = a^2 spread^2 + b^2, on train_000 galaxies"
+    z95: float = 1.959963984540054  # 95% half-width in sigmas (from the training residuals)
+    method: str = ("maximum likelihood, sigma^2 = a^2 spread^2 + b^2, on train_000 galaxies; scaled so that "
+                   "68% of them lie within 1 sigma, z95 from the same galaxies")
+
+    def z(self, level: float) -> float:
+        """Half-width in sigmas of the central `level` interval (68%: the Gaussian 0.994, by construction)."""
+        return self.z95 if round(level * 100) == 95 else z_of(level)
 
     @property
     def alarm_spread(self) -> float:
@@ -93,9 +102,14 @@ def fit_calibration(residual, spread, row: str = "all/median+bc") -> Calibration
         a, b = (float(v) for v in np.exp(best.x))
     else:  # one member (or identical spreads): sigma is the training RMS
         a, b = 0.0, rms
+    b = max(b, MIN_SIGMA_DEG)
+    u = np.abs(resid) / np.sqrt((a * np.nan_to_num(spread, nan=0.0)) ** 2 + b ** 2)  # residuals in sigmas
+    scale = max(float(np.quantile(u, LEVELS[0])) / z_of(LEVELS[0]), MIN_SIGMA_DEG / b)
+    z95 = float(np.quantile(u / scale, LEVELS[1]))
     finite = spread[np.isfinite(spread)]
     p95, p99 = (float(np.percentile(finite, q)) if len(finite) else float("nan") for q in (95, 99))
-    return Calibration(a=a, b=max(b, MIN_SIGMA_DEG), n=int(len(resid)), row=row, spread_p95=p95, spread_p99=p99)
+    return Calibration(a=a * scale, b=b * scale, n=int(len(resid)), row=row, spread_p95=p95, spread_p99=p99,
+                       z95=z95)
 
 
 def z_of(level: float) -> float:
@@ -103,14 +117,16 @@ def z_of(level: float) -> float:
     return float(stats.norm.ppf(0.5 + level / 2))
 
 
-def coverage(residual, sigma, levels=LEVELS) -> dict:
-    """Fraction of images with |residual| <= z(level) sigma, for each level: {'coverage_68': ...}."""
+def coverage(residual, sigma, levels=LEVELS, calibration: Calibration | None = None) -> dict:
+    """Fraction of images with |residual| <= z(level) sigma, for each level: {'coverage_68': ...};
+    z from `calibration` (its z95) when given, else the Gaussian one."""
     resid = np.asarray(residual, dtype=float)
     sigma = np.asarray(sigma, dtype=float)
     ok = np.isfinite(resid) & np.isfinite(sigma)
     out = {}
     for level in levels:
-        inside = np.abs(resid[ok]) <= z_of(level) * sigma[ok]
+        z = calibration.z(level) if calibration is not None else z_of(level)
+        inside = np.abs(resid[ok]) <= z * sigma[ok]
         out[f"coverage_{round(level * 100)}"] = float(inside.mean()) if ok.any() else float("nan")
     return out
 
@@ -140,7 +156,7 @@ def calibrate(train_rows: pd.DataFrame, test_rows: pd.DataFrame, train_preds: pd
     cal = fit_calibration(train["residual_deg"], train["spread_deg"], row=row)
     test["sigma_deg"] = cal.sigma(test["spread_deg"])
     test["disagree"] = cal.disagree(test["spread_deg"])
-    cov = coverage(test["residual_deg"], test["sigma_deg"])
+    cov = coverage(test["residual_deg"], test["sigma_deg"], calibration=cal)
     cov["disagree_frac"] = float(test["disagree"].mean()) if len(test) else float("nan")
     return cal, cov, test, train
 

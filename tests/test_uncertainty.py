@@ -35,7 +35,8 @@ def test_maximum_likelihood_recovers_a_and_b_and_covers_fresh_galaxies():
 def test_a_single_member_gives_a_constant_sigma_and_no_alarm():
     resid = np.array([3.0, -4.0, 1.0, 0.0, -2.0])
     cal = uncertainty.fit_calibration(resid, np.full(5, np.nan))
-    assert cal.a == 0 and cal.b == pytest.approx(np.sqrt(np.mean(resid ** 2)))
+    # sigma is the training RMS scaled so that 68% of the training residuals lie inside it
+    assert cal.a == 0 and cal.b == pytest.approx(np.quantile(np.abs(resid), 0.68) / uncertainty.z_of(0.68))
     assert np.allclose(cal.sigma([np.nan, np.nan]), cal.b) and not cal.disagree([np.nan]).any()
     with pytest.raises(uncertainty.CalibrationError, match="at least 3"):
         uncertainty.fit_calibration([1.0, np.nan], [1.0, 2.0])
@@ -67,3 +68,22 @@ def test_calibrate_fits_on_train_rows_only_and_reads_back(tmp_path):
     iio.write_json(path, cal.to_dict())
     assert uncertainty.load_calibration(tmp_path) == cal
     assert uncertainty.load_calibration(tmp_path / "other") is None
+
+
+def test_heavy_tailed_errors_get_intervals_that_cover_their_nominal_share():
+    """Errors with a narrow core and wide tails (a Student t): a Gaussian sigma from the RMS would
+    cover far more than 68% within 1 sigma; the scaled fit and its z95 cover 68% and 95% of fresh ones."""
+    rng = np.random.default_rng(5)
+
+    def draw(n):
+        spread = rng.gamma(2.0, 1.0, n)
+        return np.sqrt((1.2 * spread) ** 2 + 2.0 ** 2) * rng.standard_t(3, n), spread
+
+    resid, spread = draw(6000)
+    cal = uncertainty.fit_calibration(resid, spread)
+    fresh, fresh_spread = draw(6000)
+    cov = uncertainty.coverage(fresh, cal.sigma(fresh_spread), calibration=cal)
+    assert cov["coverage_68"] == pytest.approx(0.68, abs=0.02) and cov["coverage_95"] == pytest.approx(0.95, abs=0.01)
+    assert cal.z95 > 1.2 * uncertainty.z_of(0.95)  # wider tails than a Gaussian
+    rms_sigma = np.sqrt(np.mean(resid ** 2))
+    assert (np.abs(fresh) <= rms_sigma).mean() > 0.75  # what an unscaled Gaussian sigma would give
