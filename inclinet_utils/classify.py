@@ -25,7 +25,7 @@ import pandas as pd
 from . import io as iio
 from . import layout
 from .dataset import ACCEPTED, REJECTED, load_sample
-from .inference import InferenceError, flip_averaged_output, ModelFile, load_model, model_input_size
+from .inference import InferenceError, ModelFile, each_model, flip_averaged_output
 
 ACCEPTED_RECALL = 0.95  # share of accepted training galaxies the threshold keeps
 
@@ -44,18 +44,7 @@ def reject_probability(model, images: np.ndarray, batch_size: int = 64, flips: b
 
 def member_probabilities(files: list[ModelFile], images: np.ndarray, size: int | None = None) -> pd.DataFrame:
     """One column of P(rejected) per classifier (row name, e.g. model4_binary/Uset_000), one model at a time."""
-    import keras
-
-    cols = {}
-    for mf in files:
-        model = load_model(mf.path)
-        got = model_input_size(model, mf.path)
-        if size is not None and got != size:
-            raise InferenceError(f"classifier {mf.path} takes {got}x{got} images; expected {size}x{size}")
-        cols[mf.row] = reject_probability(model, images)
-        del model
-        keras.backend.clear_session()
-    return pd.DataFrame(cols)
+    return pd.DataFrame({mf.row: reject_probability(model, images) for mf, model in each_model(files, size)})
 
 
 def reject_probabilities(run_dir: str | os.PathLike, images: np.ndarray, band: str) -> np.ndarray:
@@ -140,18 +129,20 @@ class ClassifierEvaluation:
 
 
 def _predict_sets(files, samples_dir, size, bands, kind, max_n, seed) -> tuple[pd.DataFrame, dict]:
-    frames, samples = [], {}
+    samples = {}
     for band in bands:
         s = load_sample(samples_dir, band, size, kind, 0, binary=True)
         if max_n and len(s["labels"]) > max_n:
             keep = np.sort(np.random.default_rng([seed, 11]).choice(len(s["labels"]), max_n, replace=False))
             s = {k: v[keep] for k, v in s.items()}
-        members = member_probabilities(files, s["images"], size)
-        frames.append(pd.concat([pd.DataFrame({"band": band, "pgc": s["pgcIDs"],
-                                               "rejected": s["labels"] == REJECTED,
-                                               "p_reject": members.mean(axis=1).to_numpy()}), members], axis=1))
         samples[band] = s
-    return pd.concat(frames, ignore_index=True), samples
+    # every band in one pass, so each classifier is loaded once
+    members = member_probabilities(files, np.concatenate([s["images"] for s in samples.values()]), size)
+    rows = pd.DataFrame({"band": np.concatenate([[b] * len(s["labels"]) for b, s in samples.items()]),
+                         "pgc": np.concatenate([s["pgcIDs"] for s in samples.values()]),
+                         "rejected": np.concatenate([s["labels"] == REJECTED for s in samples.values()]),
+                         "p_reject": members.mean(axis=1).to_numpy()})
+    return pd.concat([rows, members], axis=1), samples
 
 
 def regressor_accuracy(predictions: pd.DataFrame, accepted: pd.DataFrame) -> dict:

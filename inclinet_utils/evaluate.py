@@ -31,8 +31,8 @@ from . import BANDS, GRAY_BANDS
 from . import io as iio
 from . import layout
 from .axis_ratio import axis_ratio_inclination
-from .inference import (InferenceError, ModelFile, find_models, load_model, model_input_size, predict_images,
-                        record_trained_bands, trained_bands)
+from .inference import (InferenceError, ModelFile, each_model, find_models, predict_images, record_trained_bands,
+                        trained_bands)
 from .metrics import AXIS_RATIO, BC, OUTLIER_DEG, BiasFit, evaluate_predictions
 
 log = logging.getLogger(__name__)
@@ -127,20 +127,12 @@ def _long(source: str, model: str, uset: int, band: str, sample: dict, predicted
 def predict_run(model_files: list[ModelFile], sets: dict, size: int, batch_size: int = 64,
                 progress: bool = True, flips: bool = True) -> dict[str, pd.DataFrame]:
     """Predict every set (name -> band -> sample dict) with every model, one model in memory at a time."""
-    import keras
-
     frames = {name: [] for name in sets}
-    for mf in tqdm(model_files, desc="models", disable=not progress):
-        model = load_model(mf.path)
-        got = model_input_size(model, mf.path)
-        if got != size:
-            raise InferenceError(f"model {mf.path} takes {got}x{got} images; this evaluation uses size {size}")
+    for mf, model in each_model(tqdm(model_files, desc="models", disable=not progress), size):
         for name, by_band in sets.items():
             for band, sample in by_band.items():
                 pred = predict_images(model, sample["images"], batch_size, flips=flips)
                 frames[name].append(_long(mf.row, mf.model, mf.uset, band, sample, pred))
-        del model
-        keras.backend.clear_session()
     return {name: pd.concat(f, ignore_index=True) for name, f in frames.items()}
 
 

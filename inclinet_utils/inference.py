@@ -74,6 +74,21 @@ def model_input_size(model, path: str | os.PathLike = "model") -> int:
     return int(shape[1])
 
 
+def each_model(model_files: list[ModelFile], size: int | None = None):
+    """Yield (ModelFile, loaded model) one at a time, checking its image size, and free each one
+    before the next loads (evaluation keeps one model in memory)."""
+    import keras
+
+    for mf in model_files:
+        model = load_model(mf.path)
+        got = model_input_size(model, mf.path)
+        if size is not None and got != size:
+            raise InferenceError(f"model {mf.path} takes {got}x{got} images; expected {size}x{size}")
+        yield mf, model
+        del model
+        keras.backend.clear_session()
+
+
 def load_run_models(run_dir: str | os.PathLike):
     """([(ModelFile, model)] of every final model in the run, the image size they all take)."""
     run_dir = Path(run_dir)

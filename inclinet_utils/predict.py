@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -27,10 +26,8 @@ import pandas as pd
 
 from . import inference
 from .images import ImageReadError, load_prepared, read_galaxy_image
+from .predict_rows import band_from_name, pgc_of
 
-_BAND_SUFFIX = re.compile(r"_(?P<band>[gri])\.png$", re.IGNORECASE)
-_PGC = re.compile(r"pgc(?P<pgc>\d+)", re.IGNORECASE)
-COLOUR_SUFFIXES = (".jpg", ".jpeg")
 
 
 def infer_band(path: str | os.PathLike) -> str:
@@ -39,11 +36,9 @@ def infer_band(path: str | os.PathLike) -> str:
     Other files: grayscale -> 'r' (g, r and i are prepared identically), colour -> 'gri'.
     """
     path = Path(path)
-    m = _BAND_SUFFIX.search(path.name)
-    if m:
-        return m["band"].lower()
-    if path.suffix.lower() in COLOUR_SUFFIXES:
-        return "gri"
+    named = band_from_name(path.name)
+    if named is not None:
+        return named
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -96,7 +91,7 @@ def predict_inclinations(image_paths, run_dir: str | os.PathLike, bands=None, mo
     values = np.column_stack(list(per_model.values()))
     table = pd.DataFrame({
         "path": [str(p) for p, _ in checked],
-        "pgc": pd.array([int(m["pgc"]) if (m := _PGC.search(p.name)) else None for p, _ in checked], dtype="Int64"),
+        "pgc": pd.array([pgc_of(p.name) for p, _ in checked], dtype="Int64"),
         "band": [b for _, b in checked],
         "inclination_deg": np.median(values, axis=1),
         "spread_deg": values.std(axis=1, ddof=1) if values.shape[1] > 1 else np.full(len(values), np.nan),

@@ -53,7 +53,7 @@ class Job:
     status: str | None = None
 
 
-def _pgc_of(name: str) -> int | None:
+def pgc_of(name: str) -> int | None:
     m = _PGC.search(name)
     return int(m["pgc"]) if m else None
 
@@ -94,7 +94,7 @@ def find_jobs(images, catalog=None, bands=None) -> list[Job]:
     for f in files:
         named = layout.parse_input_image_name(f.name)  # pgc<ID>_<root>_<band>.png / ..._gri[.sdss].jpg
         jobs.append(Job(str(f), band or (named.band if named else band_from_name(f.name)),
-                        named.pgc if named else _pgc_of(f.name),
+                        named.pgc if named else pgc_of(f.name),
                         None if f.is_file() else f"missing: image {f} does not exist"))
     return jobs
 
