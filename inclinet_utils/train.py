@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -31,6 +32,12 @@ import numpy as np
 from . import layout
 from .presets import PRESETS
 from .train_files import INIT, TrainInputError, int_seed, load_arrays, step_plan, uset_files  # noqa: F401
+
+log = logging.getLogger(__name__)
+
+# A network whose raw output varies by less than this over the validation images gives every
+# galaxy the same answer: a dead ReLU head (seen with model4 at too high a learning rate).
+CONSTANT_OUTPUT_STD = 1e-4
 
 HISTORY_KEYS = ("loss", "mse", "mae", "val_loss", "val_mse", "val_mae", "batchNo", "batchFile")
 # Parameters added after the first checkpoints were written: their value in those.
@@ -281,8 +288,7 @@ def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
     makes too few updates for the original's 0.99 statistics to settle (production
     preset: 0.99). output_activation ('tanh', 'linear') and mixed_precision (None,
     'mixed_bfloat16', 'mixed_float16', or 'auto': `models.resolve_mixed_precision`): see
-    `models.build_model`. `validation`: a
-    `train_dataset.ValidationSet` to reuse (train_all passes one to all trainings).
+    `models.build_model`. `validation`: a `train_dataset.ValidationSet` to reuse.
     `finetune`: a `finetune.FineTune` (start from another run's model, freezing, its rate).
     """
     import keras
@@ -304,30 +310,54 @@ def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
                              bn_momentum, output_activation, mixed_precision, files, val_path)
     if finetune is not None:
         params.update(finetune.as_params())
-    if _finished(paths, params, resume):
-        return _summary(params, paths, load_history(run_dir, model_name, uset), len(plan), done=True)
-    model, start, history, extra = _model_at_start(run_dir, params, paths, files, plan, finetune)
     if validation is None or validation.path != val_path:
         from .train_dataset import ValidationSet
 
         validation = ValidationSet(val_path, size, training_batch_size, model_name)
+    if _finished(paths, params, resume):
+        from .inference import load_model
+
+        check = check_constant_output(load_model(paths["final"]), validation, params)
+        return _summary(params, paths, load_history(run_dir, model_name, uset), len(plan), True, check)
+    model, start, history, extra = _model_at_start(run_dir, params, paths, files, plan, finetune)
     stop = len(plan) if max_steps is None else min(len(plan), int(max_steps))
     if start < stop:
         _fit(model, params, paths, files, plan, start, stop, history, validation, progress, figure, extra)
     done = stop == len(plan)
+    check = None
     if done:
         save_keras_atomic(model, paths["final"])
-    summary = _summary(params, paths, {int(k): v for k, v in history.items()}, len(plan), done)
+        check = check_constant_output(model, validation, params)
+    summary = _summary(params, paths, {int(k): v for k, v in history.items()}, len(plan), done, check)
     del model
     keras.backend.clear_session()
     return summary
 
 
-def _summary(params: dict, paths: dict, history: dict, n_steps: int, done: bool) -> dict:
+def output_std(model, validation) -> float:
+    """Standard deviation of the network's raw output over the validation images."""
+    return float(np.std(np.asarray(model.predict(validation.dataset, verbose=0), dtype=np.float64)))
+
+
+def check_constant_output(model, validation, params: dict) -> dict:
+    """{'val_output_std', 'constant_output'} of a trained network; warns when it answers every
+    image alike (it would pull an ensemble towards one value and narrow its spread)."""
+    std = output_std(model, validation)
+    dead = std < CONSTANT_OUTPUT_STD
+    if dead:
+        log.warning("%s %s gives every validation image the same output (std %.2g): its ReLU head "
+                    "died; retrain it in a new run with a lower learning rate", layout.uset_name(params["uset"]),
+                    params["model"], std)
+    return {"val_output_std": std, "constant_output": bool(dead)}
+
+
+def _summary(params: dict, paths: dict, history: dict, n_steps: int, done: bool,
+             output_check: dict | None = None) -> dict:
     last = history[max(history)] if history else {}
     return {"model": params["model"], "uset": params["uset"], "steps_done": len(history),
             "n_steps": n_steps, "done": done, "final_val_mae_deg": last.get("val_mae_deg"),
             **({"final_val_auc": last["val_auc"]} if "val_auc" in last else {}),
+            **(output_check or {}),
             "final_model": str(paths["final"]) if done else None}
 
 

@@ -79,6 +79,7 @@ def test_training_learns_the_axis_ratio(tmp_path):
     summary = train.train_all(tmp_path, ["model4"], [], S, n_passes=3, training_batch_size=32,
                               seed=3, progress=False)[0]
     assert summary["done"] and summary["steps_done"] == 9
+    assert summary["constant_output"] is False and summary["val_output_std"] > 0.05
     hist = _assert_complete_history(tmp_path, "model4", 0, 3, 3, 3)
     with np.load(train.validation_file(tmp_path, S)) as z:
         val_inc = z["labels"].astype(float)
@@ -95,6 +96,23 @@ def test_training_learns_the_axis_ratio(tmp_path):
     assert not list(paths["ckpt_dir"].glob(".*partial*"))
     table = train.results_table(tmp_path, ["model4"], [0])
     assert table.loc[0, "final_val_mae_deg"] == pytest.approx(hist[8]["val_mae_deg"])
+
+
+def test_a_network_with_a_dead_head_is_flagged(tiny_run, caplog):
+    """A head whose ReLUs are all off answers every image alike: the summary says so and a warning names it."""
+    from inclinet_utils.models import build_model
+    from inclinet_utils.train_dataset import ValidationSet
+
+    validation = ValidationSet(train.validation_file(tiny_run, S), S, 16)
+    model = build_model("model4", S)
+    params = {"model": "model4", "uset": 1}
+    assert train.check_constant_output(model, validation, params)["constant_output"] is False
+    hidden = model.layers[-2]  # the last ReLU layer before the output
+    hidden.set_weights([np.zeros_like(w) for w in hidden.get_weights()])  # all units off for every image
+    with caplog.at_level("WARNING", logger="inclinet_utils.train"):
+        check = train.check_constant_output(model, validation, params)
+    assert check["constant_output"] is True and check["val_output_std"] < train.CONSTANT_OUTPUT_STD
+    assert "Uset_001 model4" in caplog.text and "same output" in caplog.text
 
 
 @pytest.fixture(scope="module")
