@@ -26,7 +26,7 @@ import pandas as pd
 
 from . import inference
 from .images import ImageReadError, load_prepared, read_galaxy_image
-from .predict_rows import band_from_name, pgc_of
+from .predict_rows import add_ensemble_columns, band_from_name, pgc_of
 
 
 
@@ -87,18 +87,13 @@ def predict_inclinations(image_paths, run_dir: str | os.PathLike, bands=None, mo
     check_run_bands(run_dir, [b for _, b in checked])
     loaded, size = models if models is not None else inference.load_run_models(run_dir)
     batch = np.stack([load_prepared(path, band, size) for path, band in checked])
-    per_model = {mf.row: inference.predict_images(model, batch, flips=flips) for mf, model in loaded}
-    values = np.column_stack(list(per_model.values()))
+    values = np.column_stack([inference.predict_images(model, batch, flips=flips) for _, model in loaded])
     table = pd.DataFrame({
         "path": [str(p) for p, _ in checked],
         "pgc": pd.array([pgc_of(p.name) for p, _ in checked], dtype="Int64"),
         "band": [b for _, b in checked],
-        "inclination_deg": np.median(values, axis=1),
-        "spread_deg": values.std(axis=1, ddof=1) if values.shape[1] > 1 else np.full(len(values), np.nan),
-        "n_models": values.shape[1],
     })
-    for name, v in per_model.items():
-        table[name] = v
+    add_ensemble_columns(table, values, [mf.row for mf, _ in loaded])  # as the survey table's rows
     return table
 
 

@@ -247,14 +247,20 @@ def predict_loaded(rows: list[dict], images: np.ndarray, ctx: RunContext, models
         values[ok] = np.column_stack([inference.predict_images(model, images, ctx.batch_size, flips=ctx.flips)
                                       for _, model in models])
     table["pgc"] = pd.array(table["pgc"], dtype="Int64")
-    table["n_models"] = np.where(ok, len(ctx.rows), 0)
-    table["inclination_deg"] = np.median(values, axis=1)  # NaN where not measured
-    table["spread_deg"] = values.std(axis=1, ddof=1) if len(ctx.rows) > 1 else np.nan
-    for k, name in enumerate(ctx.rows):
-        table[name] = values[:, k]
+    add_ensemble_columns(table, values, ctx.rows)
     if ctx.classifier_rows:
         _add_rejection(table, images, ok, ctx)
     return add_run_columns(table, ctx)[ctx.columns]
+
+
+def add_ensemble_columns(table: pd.DataFrame, values: np.ndarray, rows) -> None:
+    """inclination_deg (median over the members), spread_deg (their standard deviation; NaN with one
+    member), n_models, then one column per member, from `values` (images x members; NaN rows: not measured)."""
+    table["inclination_deg"] = np.median(values, axis=1)
+    table["spread_deg"] = values.std(axis=1, ddof=1) if values.shape[1] > 1 else np.full(len(values), np.nan)
+    table["n_models"] = np.isfinite(values).all(axis=1) * values.shape[1]
+    for k, name in enumerate(rows):
+        table[name] = values[:, k]
 
 
 def _add_rejection(table: pd.DataFrame, images: np.ndarray, ok: np.ndarray, ctx: RunContext) -> None:
