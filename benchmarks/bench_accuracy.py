@@ -16,6 +16,9 @@ Prints one table and saves it as ``accuracy.json`` in the run folder:
   the run's all/median correction, next to the axis-ratio method on the same
   images; files that cannot be read are listed, not fatal;
 * the wall time of every stage (run.json);
+* the held-out galaxies re-framed (06's evaluation/framing.csv: other zooms, an
+  off-centre galaxy, coarser pixels, shallower images), ensemble vs axis-ratio
+  method, under "framing" in accuracy.json when 06 checked it;
 * the default classifiers' rejection probability (ensemble of the run's ``*_binary``
   models) of every labelled real galaxy of those folders, accepted (>= 45 deg) vs
   rejected (``F`` / ``0``), with the AUC per band and the run's threshold
@@ -245,6 +248,21 @@ def format_classifier(result: dict) -> str:
     return "\n".join(lines)
 
 
+def framing_rows(run_dir: Path) -> list[dict]:
+    """06's re-framed held-out galaxies (evaluation/framing.csv); [] when 06 did not check them."""
+    path = _evaluation_file(run_dir, "framing")
+    return pd.read_csv(path).to_dict("records") if path.is_file() else []
+
+
+def format_framing(rows: list[dict]) -> str:
+    if not rows:
+        return "\nframing: not checked by 06 (framing_check=False)"
+    t = pd.DataFrame(rows).pivot(index="framing", columns="estimator", values=["rms_deg", "bias_deg"])
+    t = t.loc[list(dict.fromkeys(r["framing"] for r in rows))].round(2)
+    return (f"\nheld-out galaxies re-framed (degrees against the {rows[0]['against']}; axis ratio on the "
+            f"prepared images):\n{t.to_string()}")
+
+
 def stage_times(run_dir: Path) -> dict:
     """Stage -> wall seconds from run.json (empty when the run has none)."""
     path = layout.run_paths(run_dir)["run_json"]
@@ -291,10 +309,12 @@ def main(argv=None) -> int:
     real, notes = real_rows(run_dir, folders)
     times = stage_times(run_dir)
     clf = classifier_rows(run_dir, folders)
+    framed = framing_rows(run_dir)
     print(format_table(rows + real, times, notes))
+    print(format_framing(framed))
     print(format_classifier(clf))
     iio.write_json(out, {"run_dir": str(run_dir), "rows": rows + real, "stage_wall_s": times, **notes,
-                         "classifier": clf}, overwrite=args.overwrite)
+                         "framing": framed, "classifier": clf}, overwrite=args.overwrite)
     print(f"\nwrote {out}")
     return 0
 

@@ -58,6 +58,7 @@ class Evaluation:
     test_images: dict                  # band -> test_000 sample dict (images, labels, pgcIDs)
     info: dict                         # settings and definitions (evaluation/evaluation.json)
     calibration: dict = dataclasses.field(default_factory=dict)  # uncertainty: fit, coverage, test table
+    framing: pd.DataFrame | None = None  # framing.framing_table of the test images, or None
 
     @property
     def rows(self) -> list[str]:
@@ -116,7 +117,7 @@ def axis_ratio_predictions(pgc_ids, band: str, images_dir: str | os.PathLike | N
     return out
 
 
-def _long(source: str, model: str, uset: int, band: str, sample: dict, predicted: np.ndarray) -> pd.DataFrame:
+def long_predictions(source: str, model: str, uset: int, band: str, sample: dict, predicted: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({
         "source": source, "model": model, "uset": uset, "band": band,
         "pgc": sample["pgcIDs"].astype(np.int64), "measured_deg": sample["labels"].astype(float),
@@ -132,7 +133,7 @@ def predict_run(model_files: list[ModelFile], sets: dict, size: int, batch_size:
         for name, by_band in sets.items():
             for band, sample in by_band.items():
                 pred = predict_images(model, sample["images"], batch_size, flips=flips)
-                frames[name].append(_long(mf.row, mf.model, mf.uset, band, sample, pred))
+                frames[name].append(long_predictions(mf.row, mf.model, mf.uset, band, sample, pred))
     return {name: pd.concat(f, ignore_index=True) for name, f in frames.items()}
 
 
@@ -176,7 +177,7 @@ def _check_settings(bands, axis_ratio_image: str) -> list[str]:
 def _with_axis_ratio(preds: dict, sets: dict, images_root: Path | None, q0: float, progress: bool) -> None:
     """Add the baseline's predictions of every set and band to `preds` (name -> long table)."""
     for name, by_band in sets.items():
-        extra = [_long(AXIS_RATIO, AXIS_RATIO, -1, b, sample,
+        extra = [long_predictions(AXIS_RATIO, AXIS_RATIO, -1, b, sample,
                        axis_ratio_predictions(sample["pgcIDs"], b, images_root, sample["images"], q0=q0,
                                               progress=progress))
                  for b, sample in by_band.items()]
@@ -186,7 +187,7 @@ def _with_axis_ratio(preds: dict, sets: dict, images_root: Path | None, q0: floa
 def evaluate_run(run_dir: str | os.PathLike, size: int = 128, bands=BANDS, images_dir: str = "",
                  catalog_path: str = "", seed: int = 42, bias_fit_max: int = 300, batch_size: int = 64,
                  q0: float = 0.2, axis_ratio_image: str = "original", progress: bool = True,
-                 flips: bool = True) -> Evaluation:
+                 flips: bool = True, framing_check: bool = False) -> Evaluation:
     """Predict the held-out test_000 galaxies with every trained model and score everything.
 
     Bias fits use up to `bias_fit_max` galaxies of ``train_000`` (the same
@@ -194,7 +195,8 @@ def evaluate_run(run_dir: str | os.PathLike, size: int = 128, bands=BANDS, image
     axis-ratio baseline measures the full-resolution input images
     (`axis_ratio_image="original"`) or the prepared sample images ("prepared").
     `flips` averages each network prediction over the image's flips
-    (`inference.predict_images`). Nothing is written; see `write_evaluation`.
+    (`inference.predict_images`). `framing_check` also scores the test images
+    re-framed (`framing.framing_table`). Nothing is written; see `write_evaluation`.
     """
     paths = layout.run_paths(run_dir)
     bands = _check_settings(bands, axis_ratio_image)
@@ -230,7 +232,13 @@ def evaluate_run(run_dir: str | os.PathLike, size: int = 128, bands=BANDS, image
     }
     calibration = calibrate_uncertainty(preds, fits, train_rows, test_rows, [mf.row for mf in model_files])
     info["uncertainty"] = calibration.get("summary")
-    return Evaluation(metrics, by_band, fits, test_rows, train_rows, preds["test"], test, info, calibration)
+    framed = None
+    if framing_check:
+        from .framing import framing_table
+
+        framed = framing_table(run_dir, test, truth, q0=q0, flips=False, seed=seed)  # one view: 4x cheaper
+    return Evaluation(metrics, by_band, fits, test_rows, train_rows, preds["test"], test, info, calibration,
+                      framed)
 
 
 def calibrate_uncertainty(preds: dict, fits: pd.DataFrame, train_rows: dict, test_rows: dict,
@@ -274,7 +282,7 @@ def write_evaluation(evaluation: Evaluation, run_dir: str | os.PathLike, figures
     predictions_test.csv (every source's prediction of every test image),
     evaluation.json (settings and definitions), uncertainty.json (the calibrated
     sigma(spread) `predict` uses; its held-out coverage goes into metrics.json's
-    row of that ensemble) and calibration_test.csv; figures: <name>.png; and the
+    row of that ensemble), calibration_test.csv and framing.csv (when checked); figures: <name>.png; and the
     run's trained_bands.json (bands each model trained on, read by `predict`).
     """
     paths = layout.run_paths(run_dir)
@@ -294,6 +302,8 @@ def write_evaluation(evaluation: Evaluation, run_dir: str | os.PathLike, figures
             iio.write_json(tmp / names["uncertainty"], cal["fit"].to_dict())
             cal["table"].round(4).to_csv(tmp / names["calibration"], index=False)
             metrics[cal["fit"].row].update({k: round(float(v), 4) for k, v in cal["coverage"].items()})
+        if evaluation.framing is not None:
+            evaluation.framing.round(4).to_csv(tmp / names["framing"], index=False)
         by_model = evaluation.info.get("trained_bands") or {}
         if by_model and all(by_model.values()):
             record_trained_bands(run_dir, by_model)  # for predict; kept when it exists
@@ -333,6 +343,8 @@ def make_figures(evaluation: Evaluation, n_outliers: int = 16) -> dict:
     if evaluation.calibration:
         extra["uncertainty_calibration"] = plots.uncertainty_calibration(evaluation.calibration["table"],
                                                                          evaluation.calibration["fit"])
+    if evaluation.framing is not None:
+        extra["framing"] = plots.framing_accuracy(evaluation.framing)
     return {
         **extra,
         "pred_vs_measured": plots.pred_vs_measured(panel_data),

@@ -63,6 +63,7 @@ EVALUATION_FILES = {                      # evaluation/
     "info": "evaluation.json",
     "uncertainty": "uncertainty.json",  # calibrated sigma(spread) and the alarm threshold (uncertainty.py)
     "calibration": "calibration_test.csv",  # test images: residual, spread, sigma, disagree
+    "framing": "framing.csv",  # the held-out galaxies re-framed (framing.py): RMS per framing
 }
 
 _INT = r"(?:0|[1-9]\d*)"

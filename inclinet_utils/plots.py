@@ -448,6 +448,29 @@ def metric_vs_inclination(tables: dict, bin_width: float = 5.0):
     return fig
 
 
+def framing_accuracy(table):
+    """RMS and bias per framing of the held-out galaxies (framing.framing_table), one bar per estimator."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    names = list(dict.fromkeys(table["framing"]))
+    y = np.arange(len(names))
+    estimators = list(dict.fromkeys(table["estimator"]))
+    height = 0.8 / len(estimators)
+    for k, est in enumerate(estimators):
+        part = table[table["estimator"] == est].set_index("framing").loc[names]
+        ax1.barh(y + k * height, part["rms_deg"], height, label=est)
+        ax2.barh(y + k * height, part["bias_deg"], height, label=est)
+    ax1.set_yticks(y + 0.4 - height / 2, names, fontsize=8)
+    ax1.invert_yaxis()
+    against = table["against"].iat[0]
+    ax1.set_xlabel(f"RMS of {against} - predicted [deg]")
+    ax2.set_xlabel(f"mean of {against} - predicted [deg]")
+    ax2.axvline(0, color="k", lw=0.8)
+    ax1.legend(fontsize=7)
+    fig.suptitle("Held-out galaxies re-framed: does the accuracy survive another cutout?", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def outlier_gallery(items: list, n_cols: int = 8, title: str = "Worst test images"):
     """Images with the largest |measured - predicted|.
 

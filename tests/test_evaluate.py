@@ -254,3 +254,64 @@ def test_against_baseline_ratios_of_the_ensemble_rows():
     assert t.loc["all/mean", "rms_ratio"] == pytest.approx(0.5)
     assert t.loc["all/mean", "mae_ratio"] == pytest.approx(0.8)
     assert mt.against_baseline(m, has_truth=False).loc["all/mean", "rms_ratio"] == pytest.approx(9.0)
+
+
+# ---- re-framed held-out galaxies (framing) -------------------------------------------
+
+def _moments(gray_flux: np.ndarray) -> tuple[float, float, float, float]:
+    """(x centroid, y centroid, major-axis rms, minor/major) of a flux image."""
+    y, x = np.mgrid[0:gray_flux.shape[0], 0:gray_flux.shape[1]]
+    gray_flux = np.clip(gray_flux, 0, None)  # noise below the sky carries no galaxy light
+    w = gray_flux / gray_flux.sum()
+    cx, cy = (w * x).sum(), (w * y).sum()
+    cov = np.cov(np.stack([x.ravel() - cx, y.ravel() - cy]), aweights=w.ravel())
+    lo, hi = np.linalg.eigvalsh(cov)
+    return cx, cy, float(np.sqrt(hi)), float(np.sqrt(lo / hi))
+
+
+def test_reframe_changes_the_framing_and_keeps_the_axis_ratio():
+    from inclinet_utils import framing
+
+    n = 64
+    flux = oblate(60.0, n=n, rs=4.0, angle=0.0, centre=(0.0, 0.0))
+    image = np.repeat(np.clip(10 + 230 * flux, 0, 255).astype(np.uint8)[None, ..., None], 3, axis=-1)
+    before = _moments(image[0, ..., 0].astype(float) - 10)
+
+    def after(f):
+        out = framing.reframe(image, f, colour=True, seed=1)
+        assert out.shape == image.shape and out.dtype == np.uint8
+        return out, _moments(out[0, ..., 0].astype(float) - 10)
+
+    _, small = after(framing.Framing("x", zoom=0.6))
+    assert small[2] == pytest.approx(0.6 * before[2], rel=0.05)       # the galaxy shrinks by the zoom
+    assert small[3] == pytest.approx(before[3], abs=0.03)             # its axis ratio does not change
+    _, moved = after(framing.Framing("x", shift_frac=0.1))
+    assert moved[0] - before[0] == pytest.approx(0.1 * n, abs=0.3)   # moved by 10% of the image in x and y
+    assert moved[1] - before[1] == pytest.approx(0.1 * n, abs=0.3)
+    coarse, _ = after(framing.Framing("x", pixel_factor=2))
+    assert np.abs(np.diff(coarse[0, ..., 0].astype(float), axis=1)).max() < np.abs(
+        np.diff(image[0, ..., 0].astype(float), axis=1)).max()      # smoother: no sharper step than before
+    noisy, _ = after(framing.Framing("x", noise_sigma=6.0))
+    sky = (noisy[0, :8, :8].astype(float) - image[0, :8, :8])
+    assert sky.std() == pytest.approx(6.0, rel=0.2)
+    gray = framing.reframe(image, framing.Framing("x", noise_sigma=6.0), colour=False, seed=1)
+    assert (gray[..., 0] == gray[..., 2]).all()                      # grayscale stays one channel thrice
+    same, _ = after(framing.FRAMINGS[0])
+    assert (same == image).all()
+
+
+@pytest.mark.filterwarnings("ignore:bias correction not applied", "ignore:Polyfit")  # constant tiny models
+def test_framing_table_repeats_06_for_the_prepared_images(tiny_run):
+    from inclinet_utils import framing
+
+    run, truth = tiny_run
+    result = ev.evaluate_run(run, size=SIZE, bands=["g", "gri"], bias_fit_max=12, seed=5, progress=False,
+                             axis_ratio_image="prepared", framing_check=True, flips=False)
+    table = result.framing
+    assert list(table["framing"].unique()) == [f.name for f in framing.FRAMINGS]
+    assert "framing" in ev.make_figures(result, n_outliers=2)
+    assert set(table["estimator"]) == {"all/mean", "axis_ratio"} and (table["against"] == "truth").all()
+    first = table.set_index(["framing", "estimator"]).loc[framing.FRAMINGS[0].name]
+    for estimator in ("all/mean", "axis_ratio"):
+        assert first.loc[estimator, "rms_deg"] == pytest.approx(result.metrics[estimator]["rms_true_deg"], rel=1e-4)  # float32 batches differ
+    assert (table["n"] == 2 * truth["is_test"].sum()).all()
