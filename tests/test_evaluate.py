@@ -315,3 +315,7 @@ def test_framing_table_repeats_06_for_the_prepared_images(tiny_run):
     for estimator in ("all/mean", "axis_ratio"):
         assert first.loc[estimator, "rms_deg"] == pytest.approx(result.metrics[estimator]["rms_true_deg"], rel=1e-4)  # float32 batches differ
     assert (table["n"] == 2 * truth["is_test"].sum()).all()
+    # the ensemble against the axis-ratio method on the images where that method found a galaxy
+    assert table.query("estimator == 'all/mean'")["rms_vs_axis_ratio"].notna().all()
+    assert first.loc["all/mean", "rms_vs_axis_ratio"] == pytest.approx(
+        first.loc["all/mean", "rms_deg"] / first.loc["axis_ratio", "rms_deg"], rel=1e-6)  # found in every image
