@@ -13,8 +13,10 @@ from inclinet_utils import simulate_observe as observe
 from inclinet_utils.presets import INSTRUMENTS
 
 # sha256[:16] of gray, native and colour images of three galaxies (seed 5), and of a 40-row
-# catalog, written by the simulator before the instrument parameters (commit dbf9c18).
-BEFORE = {15: "d7b233905b0523d0", 17: "d418c81e577af10a", 5: "60c6f3abe5834f5c"}
+# catalog, written by the simulator before the instrument parameters (commit dbf9c18). Galaxy 15
+# renders differently in the last bits on CPUs with and without AVX-512 (the SIMD paths of the
+# FFTs and of NumPy differ); the second digest is dbf9c18's own on an AVX2-only CPU (2026-12-02).
+BEFORE = {15: {"d7b233905b0523d0", "03cfbd590ca4a633"}, 17: {"d418c81e577af10a"}, 5: {"60c6f3abe5834f5c"}}
 CATALOG_BEFORE = "f537a31b9085a8a9"
 
 
@@ -34,8 +36,8 @@ def test_default_instrument_renders_bit_identically_to_before():
     assert hashlib.sha256(table.to_csv().encode()).hexdigest()[:16] == CATALOG_BEFORE
     seeds = np.random.SeedSequence([5, simulate.SALT_RENDER]).spawn(len(p))
     for k, expected in BEFORE.items():
-        assert _digest(simulate.render_galaxy(p.loc[k].to_dict(), seeds[k])) == expected
-        assert _digest(simulate.render_galaxy(p.loc[k].to_dict(), seeds[k], "sdss")) == expected
+        assert _digest(simulate.render_galaxy(p.loc[k].to_dict(), seeds[k])) in expected
+        assert _digest(simulate.render_galaxy(p.loc[k].to_dict(), seeds[k], "sdss")) in expected
 
 
 def test_deep_instrument_has_finer_pixels_better_seeing_and_less_noise():
