@@ -101,20 +101,24 @@ def axis_ratio_predictions(pgc_ids, band: str, images_dir: str | os.PathLike | N
     """Classical inclinations of galaxies in one band: from the full-resolution
     input images in `images_dir` (default), else from the prepared sample
     images `prepared` (N, S, S, 3). NaN where an input image is absent."""
-    from .images import find_image, read_galaxy_image
+    from .images import find_image, parallel_map, read_galaxy_image
 
     dark = band in GRAY_BANDS  # stored gray cutouts are black on white, colour white on black
+    if images_dir is None:  # in-memory images: over the machine's cores (0.04-0.1 s each)
+        tasks = [(image, dark, q0) for image in prepared]
+        return np.asarray(parallel_map(_prepared_axis_ratio, tasks, os.cpu_count() or 1, progress,
+                                       f"axis ratio {band}"), dtype=float)
     out = np.full(len(pgc_ids), np.nan)
     for k, pgc in enumerate(tqdm(pgc_ids, desc=f"axis ratio {band}", disable=not progress, mininterval=1.0)):
-        if images_dir is not None:
-            path = find_image(images_dir, int(pgc), band)
-            if path is None:
-                continue
-            image = read_galaxy_image(path, band)
-        else:
-            image = prepared[k][..., 0] if dark else prepared[k]
-        out[k] = axis_ratio_inclination(image, q0=q0, galaxy_dark=dark)
+        path = find_image(images_dir, int(pgc), band)
+        if path is not None:
+            out[k] = axis_ratio_inclination(read_galaxy_image(path, band), q0=q0, galaxy_dark=dark)
     return out
+
+
+def _prepared_axis_ratio(task) -> float:
+    image, dark, q0 = task
+    return axis_ratio_inclination(image[..., 0] if dark else image, q0=q0, galaxy_dark=dark)
 
 
 def long_predictions(source: str, model: str, uset: int, band: str, sample: dict, predicted: np.ndarray) -> pd.DataFrame:

@@ -15,7 +15,6 @@ here measures the prepared images, not the full-resolution input 06's own row us
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 import pandas as pd
@@ -124,26 +123,13 @@ def framing_table(run_dir, test_images: dict, truth: dict | None = None, framing
     return pd.DataFrame(rows)
 
 
-def _axis_ratio_one(task) -> float:
-    from .axis_ratio import axis_ratio_inclination
-
-    image, dark, q0 = task
-    return axis_ratio_inclination(image[..., 0] if dark else image, q0=q0, galaxy_dark=dark)
-
-
 def _axis_ratio_rows(by_band: dict, q0: float) -> pd.DataFrame:
-    """The axis-ratio method on every re-framed image, over the machine's cores (0.04-0.1 s each)."""
-    from . import GRAY_BANDS
-    from .evaluate import long_predictions
-    from .images import parallel_map
+    """The axis-ratio method on every re-framed image (long table, as 06's)."""
+    from .evaluate import axis_ratio_predictions, long_predictions
 
-    frames = []
-    for band, sample in by_band.items():
-        dark = band in GRAY_BANDS  # stored gray cutouts are black on white, colour white on black
-        values = parallel_map(_axis_ratio_one, [(im, dark, q0) for im in sample["images"]], os.cpu_count() or 1,
-                              progress=False)
-        frames.append(long_predictions(AXIS_RATIO, AXIS_RATIO, -1, band, sample, np.asarray(values, float)))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([long_predictions(AXIS_RATIO, AXIS_RATIO, -1, band, sample,
+                                       axis_ratio_predictions(sample["pgcIDs"], band, None, sample["images"], q0))
+                      for band, sample in by_band.items()], ignore_index=True)
 
 
 def _scores(part: pd.DataFrame, truth: dict | None) -> dict:
