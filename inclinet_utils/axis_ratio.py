@@ -43,7 +43,7 @@ def fill_mask(image: np.ndarray) -> np.ndarray:
         big = edge[(edge > 0) & (sizes >= FILL_MIN_FRAC * img.size)]
         fill |= np.isin(labels, big)
     # Resampling and JPEG blur the fill's edge into a ramp of a few pixels that is neither
-    # (on a 128 px composite it inflated the sky noise above the galaxy's peak).
+    # (on 128 px composites with large corners those near-white pixels set the sky level).
     return ndimage.binary_dilation(fill, iterations=FILL_EDGE_PX) if fill.any() else fill
 
 
