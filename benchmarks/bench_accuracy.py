@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from inclinet_utils import io as iio  # noqa: E402
 from inclinet_utils import layout  # noqa: E402
+from inclinet_utils.framing import summary_table  # noqa: E402
 from inclinet_utils.metrics import AXIS_RATIO, BC, BiasFit, compute_metrics, row_table  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -257,9 +258,7 @@ def framing_rows(run_dir: Path) -> list[dict]:
 def format_framing(rows: list[dict]) -> str:
     if not rows:
         return "\nframing: not checked by 06 (framing_check=False)"
-    t = pd.DataFrame(rows).pivot(index="framing", columns="estimator",
-                                 values=["rms_deg", "bias_deg", "rms_vs_axis_ratio"]).dropna(axis=1, how="all")
-    t = t.loc[list(dict.fromkeys(r["framing"] for r in rows))].round(2)
+    t = summary_table(pd.DataFrame(rows), ("rms_deg", "bias_deg", "rms_vs_axis_ratio")).round(2)
     return (f"\nheld-out galaxies re-framed (degrees against the {rows[0]['against']}; axis ratio on the "
             f"prepared images):\n{t.to_string()}")
 

@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from .metrics import AXIS_RATIO, compute_metrics
+from .metrics import AXIS_RATIO, compute_metrics, row_table
 
 ENSEMBLE = "all/mean"
 
@@ -55,10 +55,10 @@ def _coarser(images: np.ndarray, factor: int) -> np.ndarray:
     """Average `factor` x `factor` pixel blocks, then resample back to the image size (bilinear)."""
     import tensorflow as tf
 
-    n, size = images.shape[0], images.shape[1]
+    size = images.shape[1]
     small = tf.image.resize(images.astype(np.float32), (size // factor, size // factor), method="area")
     back = tf.image.resize(small, (size, size), method="bilinear").numpy()
-    return np.clip(np.rint(back), 0, 255).astype(np.uint8).reshape(n, size, size, images.shape[-1])
+    return np.clip(np.rint(back), 0, 255).astype(np.uint8)
 
 
 def reframe(images: np.ndarray, framing: Framing, colour: bool, seed: int = 0) -> np.ndarray:
@@ -98,8 +98,8 @@ def framing_table(run_dir, test_images: dict, truth: dict | None = None, framing
     The ensemble rows' ``rms_vs_axis_ratio`` is its RMS over the axis-ratio method's on the images
     where that method found a galaxy (below 1: the networks win on this framing).
 
-    `test_images` is band -> test sample as 06 loads it; the ensemble is the mean over the run's
-    regressors of their inclinations (each flip-averaged with `flips`).
+    `test_images` is band -> test sample as 06 loads it; the ensemble is 06's ``all/mean`` row
+    (`metrics.row_table`) over the run's regressors (each flip-averaged with `flips`).
     """
     from . import layout
     from .evaluate import predict_run
@@ -111,16 +111,21 @@ def framing_table(run_dir, test_images: dict, truth: dict | None = None, framing
     preds = predict_run(models, sets, size, progress=False, flips=flips)
     rows = []
     for f in framings:
-        table = preds[f.name].groupby(["band", "pgc"], sort=False).agg(
-            measured_deg=("measured_deg", "first"), predicted_deg=("predicted_deg", "mean")).reset_index()
-        rows.append({"framing": f.name, "estimator": ENSEMBLE, **_scores(table, truth)})
+        ensemble = row_table(preds[f.name], [mf.row for mf in models], "mean", truth)
+        rows.append({"framing": f.name, "estimator": ENSEMBLE, **_scores(ensemble, bool(truth))})
         if axis_ratio:
-            classical = _axis_ratio_rows(sets[f.name], q0)
+            classical = row_table(_axis_ratio_rows(sets[f.name], q0), [AXIS_RATIO], "mean", truth)
             found = classical.loc[classical["predicted_deg"].notna(), ["band", "pgc"]]
-            rows[-1]["rms_vs_axis_ratio"] = _scores(table.merge(found), truth)["rms_deg"] / _scores(
-                classical, truth)["rms_deg"]
-            rows.append({"framing": f.name, "estimator": AXIS_RATIO, **_scores(classical, truth)})
+            rows[-1]["rms_vs_axis_ratio"] = (_scores(ensemble.merge(found), bool(truth))["rms_deg"]
+                                             / _scores(classical, bool(truth))["rms_deg"])
+            rows.append({"framing": f.name, "estimator": AXIS_RATIO, **_scores(classical, bool(truth))})
     return pd.DataFrame(rows)
+
+
+def summary_table(table: pd.DataFrame, values=("rms_deg", "mae_deg", "bias_deg", "rms_vs_axis_ratio")) -> pd.DataFrame:
+    """`framing_table` (or its framing.csv) as one line per framing, in the order of FRAMINGS."""
+    wide = table.pivot(index="framing", columns="estimator", values=[v for v in values if v in table])
+    return wide.dropna(axis=1, how="all").loc[list(dict.fromkeys(table["framing"]))]
 
 
 def _axis_ratio_rows(by_band: dict, q0: float) -> pd.DataFrame:
@@ -132,11 +137,12 @@ def _axis_ratio_rows(by_band: dict, q0: float) -> pd.DataFrame:
                       for band, sample in by_band.items()], ignore_index=True)
 
 
-def _scores(part: pd.DataFrame, truth: dict | None) -> dict:
-    true = part["pgc"].map(truth).to_numpy(float) if truth else None
-    m = compute_metrics(part["measured_deg"], part["predicted_deg"], true)
-    if true is not None:  # against the exact inclination: what a synthetic run is judged by
-        return {"n": m["n"], "rms_deg": m["rms_true_deg"], "mae_deg": m["mae_true_deg"],
-                "bias_deg": float(np.nanmean(true - part["predicted_deg"].to_numpy(float))), "against": "truth"}
+def _scores(table: pd.DataFrame, with_truth: bool) -> dict:
+    """RMS, MAE, bias of a `metrics.row_table`: against true_deg on synthetic runs, else the labels."""
+    m = compute_metrics(table["measured_deg"], table["predicted_deg"], table["true_deg"] if with_truth else None)
+    if with_truth:  # against the exact inclination: what a synthetic run is judged by
+        bias = float(np.nanmean(table["true_deg"] - table["predicted_deg"]))
+        return {"n": m["n"], "rms_deg": m["rms_true_deg"], "mae_deg": m["mae_true_deg"], "bias_deg": bias,
+                "against": "truth"}
     return {"n": m["n"], "rms_deg": m["rms_deg"], "mae_deg": m["mae_deg"], "bias_deg": m["bias_deg"],
             "against": "labels"}

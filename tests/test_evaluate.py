@@ -310,6 +310,9 @@ def test_framing_table_repeats_06_for_the_prepared_images(tiny_run):
     table = result.framing
     assert list(table["framing"].unique()) == [f.name for f in framing.FRAMINGS]
     assert "framing" in ev.make_figures(result, n_outliers=2)
+    wide = framing.summary_table(table)  # what 06 and bench_accuracy show: one line per framing, in order
+    assert list(wide.index) == [f.name for f in framing.FRAMINGS]
+    assert wide[("rms_deg", "axis_ratio")].tolist() == table.query("estimator == 'axis_ratio'")["rms_deg"].tolist()
     assert set(table["estimator"]) == {"all/mean", "axis_ratio"} and (table["against"] == "truth").all()
     first = table.set_index(["framing", "estimator"]).loc[framing.FRAMINGS[0].name]
     for estimator in ("all/mean", "axis_ratio"):
