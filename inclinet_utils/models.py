@@ -2,7 +2,7 @@
 
 Each model is a block specification (`ModelSpec`: convolution blocks, then a dense
 head) in the registry MODELS; the one builder `build_from_spec` turns any spec into a
-Keras model, `build_model` builds and compiles a registered one (Adam, Huber loss). This is
+Keras model, `build_model` builds and compiles a registered one (Adam, mse). This is
 also the one place where inclinations in degrees (45-90) are mapped to network
 targets and back (`TARGET_RANGE`). Every model starts with `Rescaling(1/255)`, so
 callers always feed raw 0-255 pixels. Keras is imported on first use, so the scaling
@@ -27,13 +27,8 @@ INC_SPAN_DEG = 45.0
 # Network targets of 45 and 90 degrees. (-1, 1) is the original's mapping; a margin,
 # e.g. (-0.9, 0.9), keeps the edges of the range off the tanh output's saturation.
 TARGET_RANGE = (-0.8, 0.8)
-DEG_PER_TARGET = INC_SPAN_DEG / (TARGET_RANGE[1] - TARGET_RANGE[0])  # 28.125 deg per target unit
+DEG_PER_TARGET = INC_SPAN_DEG / (TARGET_RANGE[1] - TARGET_RANGE[0])  # 22.5 deg per target unit
 
-# The regressors' loss: Huber, quadratic within this many degrees of the target and linear
-# beyond. Against mse (the original's) it took one laptop-budget model4 from 4.38 to 3.53 deg
-# RMS and 3.50 to 2.75 MAE, on each of three training seeds (development run,
-# benchmarks/ACCURACY.md); 3 and 0.5 deg were both worse than 1.5.
-HUBER_DELTA_DEG = 1.5
 BN_MOMENTUM = 0.99  # Keras' and the original's BatchNormalization default
 OUTPUT_ACTIVATIONS = ("tanh", "linear")
 CLASSIFIER_ACTIVATION = "sigmoid"
@@ -159,13 +154,8 @@ def build_from_spec(name: str, spec: ModelSpec, size: int, padding: str = "same"
 
 # ---- build / compile ----------------------------------------------------------
 
-def loss_name(name: str) -> str:
-    """The loss model `name` trains with, as recorded in its training parameters."""
-    return "binary_crossentropy" if is_classifier(name) else f"huber_{HUBER_DELTA_DEG:g}deg"
-
-
 def compile_model(model, learning_rate=1e-3, classifier: bool = False):
-    """Adam + Huber loss (`HUBER_DELTA_DEG`), metrics named 'mse' and 'mae' (the original's evalDict names).
+    """Adam + mse loss, metrics named 'mse' and 'mae' (the original's evalDict names).
 
     `learning_rate`: a number or a keras LearningRateSchedule. classifier=True: binary
     cross-entropy loss, metrics 'mse' (Brier score), 'mae', 'auc' and 'accuracy'.
@@ -181,7 +171,7 @@ def compile_model(model, learning_rate=1e-3, classifier: bool = False):
         return model
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss=keras.losses.Huber(delta=HUBER_DELTA_DEG / DEG_PER_TARGET),
+        loss="mse",
         metrics=[keras.metrics.MeanSquaredError(name="mse"),
                  keras.metrics.MeanAbsoluteError(name="mae")],
     )

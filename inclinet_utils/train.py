@@ -41,8 +41,7 @@ CONSTANT_OUTPUT_STD = 1e-4
 
 HISTORY_KEYS = ("loss", "mse", "mae", "val_loss", "val_mse", "val_mae", "batchNo", "batchFile")
 # Parameters added after the first checkpoints were written: their value in those.
-_PARAM_DEFAULTS = {"output_activation": "tanh", "mixed_precision": None, "target_range": [-1.0, 1.0],
-                   "loss": "mse"}
+_PARAM_DEFAULTS = {"output_activation": "tanh", "mixed_precision": None, "target_range": [-1.0, 1.0]}
 
 
 # ---- run folder layout --------------------------------------------------------
@@ -148,9 +147,9 @@ def check_hyperparameters(model_name: str, size, n_passes, training_batch_size, 
 def training_params(model_name, uset, size, n_passes, training_batch_size, learning_rate, seed,
                     bn_momentum, output_activation, mixed_precision, files, val_path) -> dict:
     """The parameters of one training, as written to <stem>_params.json and the checkpoint."""
-    from .models import TARGET_RANGE, loss_name
+    from .models import TARGET_RANGE
 
-    return {"model": model_name, "loss": loss_name(model_name), "uset": int(uset), "size": int(size), "n_passes": int(n_passes),
+    return {"model": model_name, "uset": int(uset), "size": int(size), "n_passes": int(n_passes),
             "training_batch_size": int(training_batch_size), "learning_rate": float(learning_rate),
             "seed": int(seed), "bn_momentum": float(bn_momentum), "output_activation": output_activation,
             "mixed_precision": mixed_precision, "target_range": [float(t) for t in TARGET_RANGE],

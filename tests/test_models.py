@@ -47,18 +47,7 @@ def test_layer_stack(name):
             want = keras.activations.tanh if p == 1 else keras.activations.relu
             assert layer.activation is want
     assert model.output_shape == (None, 1)
-    assert isinstance(model.loss, keras.losses.Huber) and isinstance(model.optimizer, keras.optimizers.Adam)
-
-
-def test_regressor_loss_is_huber_in_degrees():
-    """Quadratic within HUBER_DELTA_DEG of the target, linear beyond, measured in target units."""
-    model = M.build_model("model4", 32)
-    delta = M.HUBER_DELTA_DEG / M.DEG_PER_TARGET
-    y = np.zeros(2, np.float32)
-    small, large = np.float32(0.5 * delta), np.float32(4 * delta)
-    assert float(model.loss(y, np.full(2, small))) == pytest.approx(0.5 * small ** 2, rel=1e-5)
-    assert float(model.loss(y, np.full(2, large))) == pytest.approx(delta * (large - 0.5 * delta), rel=1e-5)
-    assert M.loss_name("model4") == "huber_1.5deg" and M.loss_name("model4_binary") == "binary_crossentropy"
+    assert model.loss == "mse" and isinstance(model.optimizer, keras.optimizers.Adam)
 
 
 # The original's layer names (checkpoints and saved models refer to them).
