@@ -38,10 +38,16 @@ log = logging.getLogger(__name__)
 # A network whose raw output varies by less than this over the validation images gives every
 # galaxy the same answer: a dead ReLU head (seen with model4 at too high a learning rate).
 CONSTANT_OUTPUT_STD = 1e-4
+# Steps (batch files) over which the learning rate warms up from a tenth to its peak. One
+# step was too short: model4's 8-unit ReLU head died in the first full-rate step for one
+# training seed in five (constant output, 12 deg RMS); over four steps every seed trained and
+# the seeds' scatter shrank (benchmarks/ACCURACY.md, sixth session).
+WARMUP_STEPS = 4
 
 HISTORY_KEYS = ("loss", "mse", "mae", "val_loss", "val_mse", "val_mae", "batchNo", "batchFile")
 # Parameters added after the first checkpoints were written: their value in those.
-_PARAM_DEFAULTS = {"output_activation": "tanh", "mixed_precision": None, "target_range": [-1.0, 1.0]}
+_PARAM_DEFAULTS = {"output_activation": "tanh", "mixed_precision": None, "target_range": [-1.0, 1.0],
+                   "warmup_steps": 1}
 
 
 # ---- run folder layout --------------------------------------------------------
@@ -153,6 +159,7 @@ def training_params(model_name, uset, size, n_passes, training_batch_size, learn
             "training_batch_size": int(training_batch_size), "learning_rate": float(learning_rate),
             "seed": int(seed), "bn_momentum": float(bn_momentum), "output_activation": output_activation,
             "mixed_precision": mixed_precision, "target_range": [float(t) for t in TARGET_RANGE],
+            "warmup_steps": WARMUP_STEPS,
             "batch_files": [f.name for f in files], "validation_file": val_path.name}
 
 
@@ -164,25 +171,33 @@ def _check_params(path: Path, saved: dict, params: dict) -> None:
                 f"{key}={value!r}; use the same parameters or a new run folder")
 
 
-def _build(params: dict, n_steps: int, updates_per_step: int):
-    """The compiled model under the device strategy, its optimizer built (same initial weights every time).
+def learning_rate_schedule(peak: float, n_steps: int, updates_per_step: int, warmup_steps: int):
+    """The rate of a training of n_steps files: it rises linearly from a tenth of `peak` over
+    the updates of the first `warmup_steps` files (at most half the training), then decays on
+    a cosine to a tenth over the rest.
 
-    The rate rises linearly from a tenth over the first step's updates (warm-up), then
-    decays on a cosine to a tenth over the rest: with a constant rate the step-to-step
-    scatter dominates the final error of short runs, and without the warm-up the first
-    full-rate Adam updates can kill the narrow ReLU head of model4 for good (it then
-    predicts one constant; seen at seed 42, benchmarks/ACCURACY.md). It follows the
-    optimizer's own iteration count, so a resumed training continues it exactly.
+    With a constant rate the step-to-step scatter dominates the final error of short runs;
+    without a long enough warm-up the first full-rate Adam updates can kill the narrow ReLU
+    head of model4 for good (it then predicts one constant; benchmarks/ACCURACY.md). Keras
+    evaluates it at the optimizer's own iteration count, so a resumed training continues it.
     """
+    import keras
+
+    total = max(2, n_steps * updates_per_step)
+    warmup = min(max(1, warmup_steps * updates_per_step), total // 2)
+    return keras.optimizers.schedules.CosineDecay(
+        peak / 10, decay_steps=total - warmup, alpha=0.1, warmup_target=peak, warmup_steps=warmup)
+
+
+def _build(params: dict, n_steps: int, updates_per_step: int):
+    """The compiled model under the device strategy, its optimizer built (same initial weights
+    every time), with the `learning_rate_schedule` of its parameters."""
     import keras
 
     from .models import build_model
 
-    total, warmup = max(2, n_steps * updates_per_step), max(1, updates_per_step)
-    warmup = min(warmup, total // 2)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        params["learning_rate"] / 10, decay_steps=total - warmup, alpha=0.1,
-        warmup_target=params["learning_rate"], warmup_steps=warmup)
+    schedule = learning_rate_schedule(params["learning_rate"], n_steps, updates_per_step,
+                                      params.get("warmup_steps", _PARAM_DEFAULTS["warmup_steps"]))
     keras.utils.set_random_seed(int_seed(params["seed"], INIT, params["uset"]))
     with get_strategy().scope():
         model = build_model(params["model"], params["size"], learning_rate=schedule,

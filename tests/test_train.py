@@ -74,6 +74,19 @@ def test_step_plan_visits_every_file_once_per_pass_in_seeded_orders():
     assert plan != train.step_plan(6, 3, seed=8, uset=1)
 
 
+def test_learning_rate_warms_up_over_warmup_steps_then_decays():
+    """A tenth of the peak at the first update, the peak after `warmup_steps` files, a tenth at the end;
+    the warm-up never takes more than half of a short training; the warm-up is recorded."""
+    rate = train.learning_rate_schedule(1e-3, n_steps=36, updates_per_step=10, warmup_steps=4)
+    lr = [float(rate(k)) for k in (0, 20, 40, 360)]
+    assert lr[0] == pytest.approx(1e-4) and lr[1] < lr[2]
+    assert lr[2] == pytest.approx(1e-3) and lr[3] == pytest.approx(1e-4, rel=1e-3)
+    short = train.learning_rate_schedule(1e-3, n_steps=4, updates_per_step=10, warmup_steps=4)
+    assert float(short(19)) < 1e-3 and float(short(20)) == pytest.approx(1e-3)
+    params = train.training_params("model4", 0, 32, 1, 16, 1e-3, 0, 0.9, "tanh", None, [], Path("v"))
+    assert params["warmup_steps"] == train.WARMUP_STEPS == 4
+
+
 def test_training_learns_the_axis_ratio(tmp_path):
     write_augmented(tmp_path, size=S, usets=(0,), n_batches=3, n_per_batch=256, n_val=128, seed=1)
     summary = train.train_all(tmp_path, ["model4"], [], S, n_passes=3, training_batch_size=32,
