@@ -196,8 +196,7 @@ def _build(params: dict, n_steps: int, updates_per_step: int):
 
     from .models import build_model
 
-    schedule = learning_rate_schedule(params["learning_rate"], n_steps, updates_per_step,
-                                      params.get("warmup_steps", _PARAM_DEFAULTS["warmup_steps"]))
+    schedule = learning_rate_schedule(params["learning_rate"], n_steps, updates_per_step, params["warmup_steps"])
     keras.utils.set_random_seed(int_seed(params["seed"], INIT, params["uset"]))
     with get_strategy().scope():
         model = build_model(params["model"], params["size"], learning_rate=schedule,
