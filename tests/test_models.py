@@ -167,10 +167,13 @@ def test_mixed_precision_auto_follows_the_hardware(tmp_path):
     from inclinet_utils.models import fast_bfloat16_cpu, resolve_mixed_precision
 
     with_bf16 = tmp_path / "bf16"
-    with_bf16.write_text("flags\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n")
+    with_bf16.write_text("flags\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
     plain = tmp_path / "plain"
     plain.write_text("flags\t: fpu sse2 avx2\n")
+    avx512_only = tmp_path / "avx512_bf16"  # slower in bfloat16 than float32 without AMX
+    avx512_only.write_text("flags\t: fpu sse2 avx2 avx512f avx512_bf16\n")
     assert fast_bfloat16_cpu(str(with_bf16)) and not fast_bfloat16_cpu(str(plain))
+    assert not fast_bfloat16_cpu(str(avx512_only))
     assert not fast_bfloat16_cpu(str(tmp_path / "absent"))
     assert resolve_mixed_precision("float32") is None and resolve_mixed_precision(None) is None
     assert resolve_mixed_precision("mixed_float16") == "mixed_float16"
