@@ -17,7 +17,7 @@ in the ``filter`` array of augmented batches (`filter_code`).
     samples/<tag>_<S>x<S>_{train,test}_<NNN>.npz, split.json (03)
     augmented/Uset_<NNN>_npz/<S>x<S>_train_aug_<NN>.npz      (04)
     augmented/<S>x<S>_validation_aug.npz, augment.json       (04)
-    models/Uset_<NNN>_<model>.keras, Uset_<NNN>_<model>_ckpt/ (05)
+    models/Uset_<NNN>_<model>.keras, Uset_<NNN>_<model>_ckpt/ (05; a dead attempt: _ckpt.dead-<n>/)
     samples_binary/, augmented_binary/, models/Uset_<NNN>_<model>_binary.keras  (03-05, classifiers)
     evaluation/*.csv, *.png, evaluation.json; metrics.json   (06)
 """
@@ -41,6 +41,7 @@ SAMPLE_KINDS = ("train", "test")
 # The accept/reject classifiers: their sample and augmented folders, and their model
 # names, carry this marker (samples_binary/, augmented_binary/, model4_binary).
 BINARY = "_binary"
+DEAD_MARK = ".dead-"   # models/<stem>_ckpt.dead-<n>/: a training attempt whose network died (05)
 
 # Inside a sample folder in the real input format (a run's input/, or the user's own).
 INPUT_IMAGES_DIR = "galaxies"
@@ -450,6 +451,20 @@ def training_paths(models_dir: str | os.PathLike, model: str, uset: int) -> dict
         "tensorboard": ckpt_dir / "tensorboard",
         "final": models_dir / model_file_name(model, uset),
     }
+
+
+def dead_training_dir(ckpt_dir: str | os.PathLike, n: int) -> Path:
+    """Where 05 sets aside the n-th (1-based) attempt of a training whose network died."""
+    ckpt_dir = Path(ckpt_dir)
+    return ckpt_dir.with_name(f"{ckpt_dir.name}{DEAD_MARK}{n}")
+
+
+def dead_training_dirs(ckpt_dir: str | os.PathLike) -> list[Path]:
+    """The set-aside dead attempts of one training, in order."""
+    ckpt_dir = Path(ckpt_dir)
+    found = ckpt_dir.parent.glob(f"{ckpt_dir.name}{DEAD_MARK}*") if ckpt_dir.parent.is_dir() else []
+    return sorted((p for p in found if p.name[len(ckpt_dir.name) + len(DEAD_MARK):].isdigit()),
+                  key=lambda p: int(p.name[len(ckpt_dir.name) + len(DEAD_MARK):]))
 
 
 def find_model_files(models_dir: str | os.PathLike, classifiers: bool = False) -> list[tuple[str, int, Path]]:

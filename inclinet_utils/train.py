@@ -43,11 +43,14 @@ CONSTANT_OUTPUT_STD = 1e-4
 # training seed in five (constant output, 12 deg RMS); over four steps every seed trained and
 # the seeds' scatter shrank (benchmarks/ACCURACY.md, sixth session).
 WARMUP_STEPS = 4
+# Restarts from new initial weights for a network that dies anyway (train_callbacks.DeadOutputStop):
+# even with the warm-up, model4's head died in the first step for one development training in seven.
+MAX_RESTARTS = 3
 
 HISTORY_KEYS = ("loss", "mse", "mae", "val_loss", "val_mse", "val_mae", "batchNo", "batchFile")
 # Parameters added after the first checkpoints were written: their value in those.
 _PARAM_DEFAULTS = {"output_activation": "tanh", "mixed_precision": None, "target_range": [-1.0, 1.0],
-                   "warmup_steps": 1}
+                   "warmup_steps": 1, "init_attempt": 0}
 
 
 # ---- run folder layout --------------------------------------------------------
@@ -151,15 +154,18 @@ def check_hyperparameters(model_name: str, size, n_passes, training_batch_size, 
 
 
 def training_params(model_name, uset, size, n_passes, training_batch_size, learning_rate, seed,
-                    bn_momentum, output_activation, mixed_precision, files, val_path) -> dict:
-    """The parameters of one training, as written to <stem>_params.json and the checkpoint."""
+                    bn_momentum, output_activation, mixed_precision, files, val_path,
+                    init_attempt: int = 0) -> dict:
+    """The parameters of one training, as written to <stem>_params.json and the checkpoint.
+
+    init_attempt: how many earlier attempts died (`train_model`); it picks the initial weights."""
     from .models import TARGET_RANGE
 
     return {"model": model_name, "uset": int(uset), "size": int(size), "n_passes": int(n_passes),
             "training_batch_size": int(training_batch_size), "learning_rate": float(learning_rate),
             "seed": int(seed), "bn_momentum": float(bn_momentum), "output_activation": output_activation,
             "mixed_precision": mixed_precision, "target_range": [float(t) for t in TARGET_RANGE],
-            "warmup_steps": WARMUP_STEPS,
+            "warmup_steps": WARMUP_STEPS, "init_attempt": int(init_attempt),
             "batch_files": [f.name for f in files], "validation_file": val_path.name}
 
 
@@ -197,7 +203,8 @@ def _build(params: dict, n_steps: int, updates_per_step: int):
     from .models import build_model
 
     schedule = learning_rate_schedule(params["learning_rate"], n_steps, updates_per_step, params["warmup_steps"])
-    keras.utils.set_random_seed(int_seed(params["seed"], INIT, params["uset"]))
+    attempt = params.get("init_attempt", 0)  # attempt 0 keeps the seeds of runs before restarts existed
+    keras.utils.set_random_seed(int_seed(params["seed"], INIT, params["uset"], *([attempt] if attempt else [])))
     with get_strategy().scope():
         model = build_model(params["model"], params["size"], learning_rate=schedule,
                             bn_momentum=params["bn_momentum"], output_activation=params["output_activation"],
@@ -304,6 +311,9 @@ def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
     'mixed_bfloat16', 'mixed_float16', or 'auto': `models.resolve_mixed_precision`): see
     `models.build_model`. `validation`: a `train_dataset.ValidationSet` to reuse.
     `finetune`: a `finetune.FineTune` (start from another run's model, freezing, its rate).
+    A network that starts to answer every image alike (a dead ReLU head) is stopped at the end
+    of that step, its folder set aside (`layout.dead_training_dir`) and the training started
+    again from new initial weights, at most `MAX_RESTARTS` times (not when fine-tuning).
     """
     import keras
 
@@ -320,32 +330,61 @@ def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
     files, val_path = uset_files(run_dir, uset, size, binary)
     paths = training_paths(run_dir, model_name, uset)
     plan = step_plan(len(files), n_passes, seed, uset)
-    params = training_params(model_name, uset, size, n_passes, training_batch_size, learning_rate, seed,
-                             bn_momentum, output_activation, mixed_precision, files, val_path)
-    if finetune is not None:
-        params.update(finetune.as_params())
     if validation is None or validation.path != val_path:
         from .train_dataset import ValidationSet
 
         validation = ValidationSet(val_path, size, training_batch_size, model_name)
+    while True:  # a network that dies is set aside and started again from new initial weights
+        attempt = len(layout.dead_training_dirs(paths["ckpt_dir"]))
+        params = training_params(model_name, uset, size, n_passes, training_batch_size, learning_rate, seed,
+                                 bn_momentum, output_activation, mixed_precision, files, val_path, attempt)
+        if finetune is not None:
+            params.update(finetune.as_params())
+        summary = _attempt(run_dir, params, paths, files, plan, validation, resume, max_steps, progress,
+                           figure, finetune)
+        if summary is not None:
+            keras.backend.clear_session()
+            return summary
+
+
+def _attempt(run_dir, params, paths, files, plan, validation, resume, max_steps, progress, figure,
+             finetune) -> dict | None:
+    """One attempt of a training: its summary, or None when its network died (then its folder
+    is set aside for the next attempt; see `MAX_RESTARTS`)."""
+    from .train_callbacks import DeadOutputStop
+
     if _finished(paths, params, resume):
         from .inference import load_model
 
         check = check_constant_output(load_model(paths["final"]), validation, params)
-        return _summary(params, paths, load_history(run_dir, model_name, uset), len(plan), True, check)
+        return _summary(params, paths, load_history(run_dir, params["model"], params["uset"]), len(plan), True, check)
     model, start, history, extra = _model_at_start(run_dir, params, paths, files, plan, finetune)
     stop = len(plan) if max_steps is None else min(len(plan), int(max_steps))
+    # Fine-tuning starts from the parent's weights, which new initial weights would not change.
+    guard = DeadOutputStop(validation.probe, CONSTANT_OUTPUT_STD) \
+        if finetune is None and params["init_attempt"] < MAX_RESTARTS else None
     if start < stop:
-        _fit(model, params, paths, files, plan, start, stop, history, validation, progress, figure, extra)
+        _fit(model, params, paths, files, plan, start, stop, history, validation, progress, figure,
+             extra + ([guard] if guard else []))
+    if guard is not None and guard.dead_after is not None:
+        _set_aside(paths, params, guard.dead_after)
+        return None
     done = stop == len(plan)
     check = None
     if done:
         save_keras_atomic(model, paths["final"])
         check = check_constant_output(model, validation, params)
-    summary = _summary(params, paths, {int(k): v for k, v in history.items()}, len(plan), done, check)
-    del model
-    keras.backend.clear_session()
-    return summary
+    return _summary(params, paths, {int(k): v for k, v in history.items()}, len(plan), done, check)
+
+
+def _set_aside(paths: dict, params: dict, dead_after: int) -> None:
+    """Rename a dead training's folder to its `layout.dead_training_dir` (kept for the record)."""
+    target = layout.dead_training_dir(paths["ckpt_dir"], params["init_attempt"] + 1)
+    paths["ckpt_dir"].rename(target)
+    log.warning("%s %s answered every image alike after step %d (a dead ReLU head): set aside as %s, "
+                "restarting from new initial weights (attempt %d of at most %d)",
+                layout.uset_name(params["uset"]), params["model"], dead_after, target.name,
+                params["init_attempt"] + 2, MAX_RESTARTS + 1)
 
 
 def output_std(model, validation) -> float:

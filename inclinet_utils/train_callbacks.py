@@ -8,7 +8,8 @@ history as one atomic npz; `EvalDictJSON` and `CurveFigure` then write the evalD
 and the curve figure. The three hand their writes, in that order, to one
 `BackgroundWriter` thread, so saving overlaps the next step's training, and a kill
 between two writes is repaired from the checkpoint on resume. `training_callbacks`
-assembles them with Keras' CSVLogger and TensorBoard and a tqdm bar.
+assembles them with Keras' CSVLogger and TensorBoard and a tqdm bar. `DeadOutputStop`
+ends a training whose network has started to answer every image alike.
 """
 
 from __future__ import annotations
@@ -250,6 +251,27 @@ class CurveFigure(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._submit()
+
+
+class DeadOutputStop(keras.callbacks.Callback):
+    """Stop model.fit after the first epoch at whose end the network gives a fixed probe of
+    validation images one and the same output (spread below `min_std`).
+
+    That is a dead ReLU head: no gradient reaches it again, so the rest of the training would
+    be wasted on a constant (`train.train_model` restarts it from new initial weights).
+    The probe costs one small prediction per step.
+    """
+
+    def __init__(self, probe: np.ndarray, min_std: float):
+        super().__init__()
+        self.probe, self.min_std = probe, min_std
+        self.dead_after: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        out = np.asarray(self.model.predict_on_batch(self.probe), dtype=np.float64)
+        if len(self.probe) > 1 and float(np.std(out)) < self.min_std:
+            self.dead_after = int(epoch)
+            self.model.stop_training = True
 
 
 def training_callbacks(paths: dict, history: dict, params: dict, plan, files, dataset,

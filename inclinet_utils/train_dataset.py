@@ -3,7 +3,7 @@
 `BatchFileDataset` is the `keras.utils.PyDataset` that `model.fit` trains on: its
 epoch k is the whole file plan[k] (`train_files.step_plan`), shuffled with step k's
 own seeded stream, while a background thread reads the next file. `ValidationSet`
-is the fixed augmented validation set as a cached tf.data pipeline.
+is the fixed augmented validation set as a cached tf.data pipeline, with a small probe of it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from .train_files import STEP, batches_per_file, load_arrays, rng
+
+PROBE_IMAGES = 32  # validation images `train_callbacks.DeadOutputStop` predicts after every step
 
 
 class BatchFileDataset(keras.utils.PyDataset):
@@ -103,5 +106,7 @@ class ValidationSet:
 
         images, labels = load_arrays(path, size, is_classifier(model))
         self.path, self.n = Path(path), len(labels)
+        # evenly spaced over the set (it is ordered by inclination bin): tells a dead network (train_callbacks)
+        self.probe = np.array(images[np.unique(np.linspace(0, len(images) - 1, PROBE_IMAGES).astype(int))])
         self.dataset = make_dataset(tf.constant(images), tf.constant(training_targets(model, labels)),
                                     batch_size).cache()

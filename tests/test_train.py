@@ -128,6 +128,48 @@ def test_a_network_with_a_dead_head_is_flagged(tiny_run, caplog):
     assert "Uset_001 model4" in caplog.text and "same output" in caplog.text
 
 
+def _dead_until(monkeypatch, first_alive: int):
+    """train._build gives a dead head (last ReLU layer zeroed: no gradient reaches it) to
+    every attempt before `first_alive`."""
+    build = train._build
+
+    def build_dead(params, *args):
+        model = build(params, *args)
+        if params["init_attempt"] < first_alive:
+            hidden = model.layers[-2]
+            hidden.set_weights([np.zeros_like(w) for w in hidden.get_weights()])
+        return model
+
+    monkeypatch.setattr(train, "_build", build_dead)
+
+
+def test_a_network_that_dies_is_set_aside_and_restarted(tiny_run, tmp_path, monkeypatch, caplog):
+    run = _copy_augmented(tiny_run, tmp_path)
+    _dead_until(monkeypatch, 1)
+    with caplog.at_level("WARNING", logger="inclinet_utils.train"):
+        summary = train.train_model(run, "model4", 0, S, n_passes=1, training_batch_size=16, seed=4, progress=False)
+    paths = train.training_paths(run, "model4", 0)
+    dead = layout.dead_training_dir(paths["ckpt_dir"], 1)
+    assert summary["done"] and summary["constant_output"] is False and summary["steps_done"] == 3
+    assert layout.dead_training_dirs(paths["ckpt_dir"]) == [dead]
+    dead_history = json.loads((dead / paths["eval_dict"].name).read_text())
+    assert list(dead_history) == ["0"]            # stopped after its first step, not trained on
+    assert json.loads(paths["params"].read_text())["init_attempt"] == 1
+    _assert_complete_history(run, "model4", 0, 3, 1, 4)
+    assert "set aside as Uset_000_model4_ckpt.dead-1" in caplog.text
+    again = train.train_model(run, "model4", 0, S, n_passes=1, training_batch_size=16, seed=4, progress=False)
+    assert again["done"] and layout.dead_training_dirs(paths["ckpt_dir"]) == [dead]  # resumes the live attempt
+
+
+def test_restarts_are_bounded(tiny_run, tmp_path, monkeypatch):
+    run = _copy_augmented(tiny_run, tmp_path)
+    _dead_until(monkeypatch, 99)
+    summary = train.train_model(run, "model4", 1, S, n_passes=1, training_batch_size=16, seed=4, progress=False)
+    paths = train.training_paths(run, "model4", 1)
+    assert len(layout.dead_training_dirs(paths["ckpt_dir"])) == train.MAX_RESTARTS
+    assert summary["done"] and summary["constant_output"] is True   # the last attempt is flagged, not hidden
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny")
