@@ -31,13 +31,11 @@ import numpy as np
 
 from . import layout
 from .presets import PRESETS
-from .train_files import INIT, TrainInputError, int_seed, load_arrays, step_plan, uset_files  # noqa: F401
+from .train_files import (COLLAPSED_SPREAD, CONSTANT_OUTPUT_STD, INIT, TrainInputError,  # noqa: F401
+                          answers_alike, int_seed, load_arrays, step_plan, uset_files)
 
 log = logging.getLogger(__name__)
 
-# A network whose raw output varies by less than this over the validation images gives every
-# galaxy the same answer: a dead ReLU head (seen with model4 at too high a learning rate).
-CONSTANT_OUTPUT_STD = 1e-4
 # Steps (batch files) over which the learning rate warms up from a tenth to its peak. One
 # step was too short: model4's 8-unit ReLU head died in the first full-rate step for one
 # training seed in five (constant output, 12 deg RMS); over four steps every seed trained and
@@ -351,6 +349,7 @@ def _attempt(run_dir, params, paths, files, plan, validation, resume, max_steps,
              finetune) -> dict | None:
     """One attempt of a training: its summary, or None when its network died (then its folder
     is set aside for the next attempt; see `MAX_RESTARTS`)."""
+    from .models import is_classifier
     from .train_callbacks import DeadOutputStop
 
     if _finished(paths, params, resume):
@@ -361,7 +360,10 @@ def _attempt(run_dir, params, paths, files, plan, validation, resume, max_steps,
     model, start, history, extra = _model_at_start(run_dir, params, paths, files, plan, finetune)
     stop = len(plan) if max_steps is None else min(len(plan), int(max_steps))
     # Fine-tuning starts from the parent's weights, which new initial weights would not change.
-    guard = DeadOutputStop(validation.probe, CONSTANT_OUTPUT_STD) \
+    # the relative test from the first full-rate step on: a healthy network is narrow before it
+    warmup_end = min(params["warmup_steps"], len(plan) // 2)
+    guard = DeadOutputStop(validation.probe, validation.probe_targets, warmup_end,
+                           relative=not is_classifier(params["model"])) \
         if finetune is None and params["init_attempt"] < MAX_RESTARTS else None
     if start < stop:
         _fit(model, params, paths, files, plan, start, stop, history, validation, progress, figure,
@@ -389,19 +391,29 @@ def _set_aside(paths: dict, params: dict, dead_after: int) -> None:
 
 def output_std(model, validation) -> float:
     """Standard deviation of the network's raw output over the validation images."""
-    return float(np.std(np.asarray(model.predict(validation.dataset, verbose=0), dtype=np.float64)))
+    return float(np.std(_validation_output(model, validation)))
+
+
+def _validation_output(model, validation) -> np.ndarray:
+    return np.asarray(model.predict(validation.dataset, verbose=0), dtype=np.float64).ravel()
 
 
 def check_constant_output(model, validation, params: dict) -> dict:
-    """{'val_output_std', 'constant_output'} of a trained network; warns when it answers every
-    image alike (it would pull an ensemble towards one value and narrow its spread)."""
-    std = output_std(model, validation)
-    dead = std < CONSTANT_OUTPUT_STD
+    """{'val_output_std', 'val_output_spread', 'constant_output'} of a trained network: its
+    output spread over the validation images, alone and over the targets' spread, and whether
+    it answers them alike (`train_callbacks.answers_alike`; the relative test for regressors).
+    Warns when it does: it would pull an ensemble towards one value and narrow its spread."""
+    from .models import is_classifier
+
+    out = _validation_output(model, validation)
+    spread = float(np.std(out) / max(np.std(validation.targets), 1e-12))
+    dead = answers_alike(out, validation.targets, relative=not is_classifier(params["model"]))
     if dead:
-        log.warning("%s %s gives every validation image the same output (std %.2g): its ReLU head "
-                    "died; retrain it in a new run with a lower learning rate", layout.uset_name(params["uset"]),
-                    params["model"], std)
-    return {"val_output_std": std, "constant_output": bool(dead)}
+        log.warning("%s %s gives every validation image nearly the same output (std %.2g, %.3f of the "
+                    "targets'): its ReLU head died (attempt %d); retrain it in a new run with another seed",
+                    layout.uset_name(params["uset"]), params["model"], np.std(out), spread,
+                    params.get("init_attempt", 0) + 1)
+    return {"val_output_std": float(np.std(out)), "val_output_spread": spread, "constant_output": bool(dead)}
 
 
 def _summary(params: dict, paths: dict, history: dict, n_steps: int, done: bool,

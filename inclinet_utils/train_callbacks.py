@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import gc
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -26,7 +27,9 @@ import numpy as np
 
 from . import io as iio
 from . import layout
-from .train_files import TrainInputError
+from .train_files import TrainInputError, answers_alike
+
+log = logging.getLogger(__name__)
 
 HISTORY_KEYS = ("loss", "mse", "mae", "val_loss", "val_mse", "val_mae", "batchNo", "batchFile")
 
@@ -254,22 +257,33 @@ class CurveFigure(keras.callbacks.Callback):
 
 
 class DeadOutputStop(keras.callbacks.Callback):
-    """Stop model.fit after the first epoch at whose end the network gives a fixed probe of
-    validation images one and the same output (spread below `min_std`).
+    """Stop model.fit when the network answers a fixed probe of validation images alike: at
+    once when its output is one constant, or when it has spread by less than COLLAPSED_SPREAD
+    of the targets' (`answers_alike`, `relative`) at `patience` successive steps from step
+    `from_epoch` on (the first full-rate step; before it, and in short toy trainings, a
+    healthy network is narrow too).
 
-    That is a dead ReLU head: no gradient reaches it again, so the rest of the training would
-    be wasted on a constant (`train.train_model` restarts it from new initial weights).
+    That is a dead or collapsed ReLU head, which did not recover in a whole training, so the
+    rest of it would be wasted (`train.train_model` restarts it from new initial weights).
     The probe costs one small prediction per step.
     """
 
-    def __init__(self, probe: np.ndarray, min_std: float):
+    def __init__(self, probe: np.ndarray, probe_targets: np.ndarray, from_epoch: int, relative: bool = True,
+                 patience: int = 3):
         super().__init__()
-        self.probe, self.min_std = probe, min_std
-        self.dead_after: int | None = None
+        self.probe, self.probe_targets, self.from_epoch = probe, probe_targets, from_epoch
+        self.relative, self.patience = relative, patience
+        self.narrow_steps, self.dead_after = 0, None
 
     def on_epoch_end(self, epoch, logs=None):
         out = np.asarray(self.model.predict_on_batch(self.probe), dtype=np.float64)
-        if len(self.probe) > 1 and float(np.std(out)) < self.min_std:
+        log.debug("step %d: probe output spread %.3f of the targets'", epoch,
+                  np.std(out) / max(float(np.std(self.probe_targets)), 1e-12))
+        if len(self.probe) < 2:
+            return
+        narrow = self.relative and epoch >= self.from_epoch and answers_alike(out, self.probe_targets)
+        self.narrow_steps = self.narrow_steps + 1 if narrow else 0
+        if answers_alike(out, self.probe_targets, relative=False) or self.narrow_steps >= self.patience:
             self.dead_after = int(epoch)
             self.model.stop_training = True
 

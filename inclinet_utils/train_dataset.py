@@ -106,7 +106,8 @@ class ValidationSet:
 
         images, labels = load_arrays(path, size, is_classifier(model))
         self.path, self.n = Path(path), len(labels)
+        self.targets = training_targets(model, labels)
         # evenly spaced over the set (it is ordered by inclination bin): tells a dead network (train_callbacks)
-        self.probe = np.array(images[np.unique(np.linspace(0, len(images) - 1, PROBE_IMAGES).astype(int))])
-        self.dataset = make_dataset(tf.constant(images), tf.constant(training_targets(model, labels)),
-                                    batch_size).cache()
+        pick = np.unique(np.linspace(0, len(images) - 1, PROBE_IMAGES).astype(int))
+        self.probe, self.probe_targets = np.array(images[pick]), self.targets[pick]
+        self.dataset = make_dataset(tf.constant(images), tf.constant(self.targets), batch_size).cache()

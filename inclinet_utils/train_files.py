@@ -22,6 +22,23 @@ class TrainInputError(ValueError):
     """An augmented file, parameter or existing training folder the stage cannot use."""
 
 
+# A network whose raw output varies by less than this over the validation images gives every
+# galaxy the same answer: a dead ReLU head.
+CONSTANT_OUTPUT_STD = 1e-4
+# A regressor whose outputs spread by less than this fraction of its targets' spread has
+# collapsed to (nearly) one answer: model4 with one of its eight last ReLUs alive and a tiny
+# weight on it stayed at 0.02 of the labels' spread for a whole training (12 deg RMS). A
+# working model4 is above 0.5 after its warm-up; an untrained one is at about 0.05-0.1.
+COLLAPSED_SPREAD = 0.1
+
+
+def answers_alike(predicted, targets, relative: bool = True) -> bool:
+    """Whether raw outputs `predicted` (for images with raw `targets`) are one constant, or with
+    `relative` spread less than COLLAPSED_SPREAD of the targets' spread."""
+    spread = float(np.std(np.asarray(predicted, dtype=np.float64)))
+    return spread < CONSTANT_OUTPUT_STD or (relative and spread < COLLAPSED_SPREAD * float(np.std(targets)))
+
+
 # ---- determinism --------------------------------------------------------------
 
 def rng(seed: int, *stream: int) -> np.random.Generator:

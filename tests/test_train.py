@@ -111,21 +111,56 @@ def test_training_learns_the_axis_ratio(tmp_path):
     assert table.loc[0, "final_val_mae_deg"] == pytest.approx(hist[8]["val_mae_deg"])
 
 
-def test_a_network_with_a_dead_head_is_flagged(tiny_run, caplog):
-    """A head whose ReLUs are all off answers every image alike: the summary says so and a warning names it."""
+def test_a_network_with_a_dead_or_collapsed_head_is_flagged(tiny_run, caplog):
+    """A head whose ReLUs are all off answers every image alike, one whose output barely varies
+    nearly so: the summary says so and a warning names it; a spread output is not flagged."""
     from inclinet_utils.models import build_model
     from inclinet_utils.train_dataset import ValidationSet
 
     validation = ValidationSet(train.validation_file(tiny_run, S), S, 16)
+    keras.utils.set_random_seed(0)
     model = build_model("model4", S)
     params = {"model": "model4", "uset": 1}
-    assert train.check_constant_output(model, validation, params)["constant_output"] is False
+    out_layer = model.layers[-1]
+    kernel, bias = out_layer.get_weights()
+    out_layer.set_weights([kernel, np.zeros_like(bias)])
+    untrained = train.check_constant_output(model, validation, params)["val_output_spread"]
+    assert untrained > 0
+    out_layer.set_weights([kernel * 0.5 / untrained, np.zeros_like(bias)])  # about half the targets' spread
+    wide = train.check_constant_output(model, validation, params)
+    assert wide["constant_output"] is False and wide["val_output_spread"] > train.COLLAPSED_SPREAD
+    out_layer.set_weights([kernel * 0.02 / untrained, np.zeros_like(bias)])  # nearly one answer, not exactly
+    narrow = train.check_constant_output(model, validation, params)
+    assert narrow["constant_output"] is True and narrow["val_output_std"] > train.CONSTANT_OUTPUT_STD
     hidden = model.layers[-2]  # the last ReLU layer before the output
     hidden.set_weights([np.zeros_like(w) for w in hidden.get_weights()])  # all units off for every image
     with caplog.at_level("WARNING", logger="inclinet_utils.train"):
         check = train.check_constant_output(model, validation, params)
     assert check["constant_output"] is True and check["val_output_std"] < train.CONSTANT_OUTPUT_STD
     assert "Uset_001 model4" in caplog.text and "same output" in caplog.text
+
+
+def test_answers_alike_and_the_stop_after_the_warm_up():
+    from inclinet_utils.train_callbacks import DeadOutputStop
+
+    targets = np.linspace(-0.8, 0.8, 32)
+    assert train.answers_alike(np.full(32, 0.3), targets, relative=False)
+    assert train.answers_alike(0.01 * targets, targets) and not train.answers_alike(0.01 * targets, targets, False)
+    assert not train.answers_alike(0.5 * targets, targets)
+
+    class Narrow:  # a stand-in model whose outputs spread by 1% of the targets'
+        stop_training = False
+
+        def predict_on_batch(self, images):
+            return 0.01 * targets[:, None]
+
+    stop = DeadOutputStop(np.zeros((32, 4, 4, 3), np.uint8), targets, from_epoch=3, patience=2)
+    stop.set_model(Narrow())
+    for epoch in range(4):  # during the warm-up a narrow output is normal; then it must last
+        stop.on_epoch_end(epoch)
+    assert stop.dead_after is None and not stop.model.stop_training
+    stop.on_epoch_end(4)
+    assert stop.dead_after == 4 and stop.model.stop_training
 
 
 def _dead_until(monkeypatch, first_alive: int):
@@ -150,7 +185,8 @@ def test_a_network_that_dies_is_set_aside_and_restarted(tiny_run, tmp_path, monk
         summary = train.train_model(run, "model4", 0, S, n_passes=1, training_batch_size=16, seed=4, progress=False)
     paths = train.training_paths(run, "model4", 0)
     dead = layout.dead_training_dir(paths["ckpt_dir"], 1)
-    assert summary["done"] and summary["constant_output"] is False and summary["steps_done"] == 3
+    # alive (a 3-step toy training may still be narrow: its `constant_output` is not asserted)
+    assert summary["done"] and summary["val_output_std"] > train.CONSTANT_OUTPUT_STD and summary["steps_done"] == 3
     assert layout.dead_training_dirs(paths["ckpt_dir"]) == [dead]
     dead_history = json.loads((dead / paths["eval_dict"].name).read_text())
     assert list(dead_history) == ["0"]            # stopped after its first step, not trained on
