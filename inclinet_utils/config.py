@@ -108,6 +108,7 @@ RULES = {
     "zoom": Rule(low=1),
     "test_fraction": Rule(low=0, high=1, low_open=True, high_open=True),
     "m_iter": Rule(low=0),
+    "bagging_fraction": Rule(low=0, high=1, low_open=True),
     "n_batches": Rule(low=1),
     "batch_size": Rule(low=1),
     "models": Rule(choices=MODEL_NAMES, nonempty=True),

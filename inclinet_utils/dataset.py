@@ -7,8 +7,9 @@ and ``labels`` (2, N) int64: row 0 the pgc ID, row 1 the label code
 
 03 keeps galaxies labelled 45 or more, draws the held-out test set once (from
 the first available band, original order r, i, g, gri) and applies it to every
-band by pgc ID, then draws ``m_iter`` bagging subsamples of 2/3 of the training
-set: ``<tag>_<size>x<size>_{train,test}_<NNN>.npz`` with ``images``, ``labels``
+band by pgc ID, then draws ``m_iter`` bagging subsamples of ``bagging_fraction`` (the original: 2/3)
+of the training set: ``<tag>_<size>x<size>_{train,test}_<NNN>.npz`` (test_<NNN>, NNN > 0: the
+complement inside the training set, absent for fraction 1) with ``images``, ``labels``
 (inclination, deg) and ``pgcIDs``.  `load_sample` is the one checked reader of
 those files (stages 04 and 06 use it too).  File names come from `layout`.
 
@@ -34,6 +35,7 @@ from .catalog import label_code
 
 SPLIT_BAND_ORDER = ("r", "i", "g", "gri")  # the original's choice of the band that draws the split
 MIN_USABLE_INCLINATION = 45
+BAGGING_FRACTION = 2 / 3   # the original's bagging subsample: 2/3 of the training set
 MAX_INCLINATION = 90
 SAMPLE_KEYS = ("images", "labels", "pgcIDs")
 ACCEPTED, REJECTED = 0, 1  # classifier labels (samples_binary/): the network gives P(rejected)
@@ -193,21 +195,36 @@ def load_sample(samples_dir: str | os.PathLike, band: str, size: int, kind: str,
             "pgcIDs": arrays["pgcIDs"].astype(np.int64)}
 
 
-def check_split_params(test_fraction: float, m_iter: int) -> None:
-    """Raise ValueError naming the value unless 0 < test_fraction < 1 and m_iter is an integer >= 1."""
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.number)) \
-            or not 0 < test_fraction < 1:
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.number))
+
+
+def check_split_params(test_fraction: float, m_iter: int, bagging_fraction: float = BAGGING_FRACTION) -> None:
+    """Raise ValueError naming the value unless 0 < test_fraction < 1, m_iter is an integer >= 1
+    and 0 < bagging_fraction <= 1."""
+    if not _is_number(test_fraction) or not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction {test_fraction!r}; expected a fraction between 0 and 1 (exclusive)")
+    if not _is_number(bagging_fraction) or not 0 < bagging_fraction <= 1:
+        raise ValueError(f"bagging_fraction {bagging_fraction!r}; expected a fraction of the training set "
+                         "above 0 and at most 1")
     if isinstance(m_iter, bool) or not isinstance(m_iter, (int, np.integer)) or m_iter < 1:
         raise ValueError(f"m_iter {m_iter!r}; expected an integer number of bagging subsamples, 1 or more")
 
 
-def draw_split(pgc_ids: np.ndarray, test_fraction: float, m_iter: int, seed: int) -> dict[str, np.ndarray | list]:
+def subsample_size(n_train: int, bagging_fraction: float) -> int:
+    """Galaxies in one bagging subsample of n_train: floor(fraction * n_train), at least 1."""
+    return max(1, int(np.floor(n_train * bagging_fraction + 1e-9)))  # 1e-9: 2/3 of 3k is 2k, not 2k - 1
+
+
+def draw_split(pgc_ids: np.ndarray, test_fraction: float, m_iter: int, seed: int,
+               bagging_fraction: float = BAGGING_FRACTION) -> dict[str, np.ndarray | list]:
     """Choose test IDs and bagging subsamples from the usable galaxies of one band.
 
-    Returns {"test": ids, "train": ids, "subsamples": [ids, ...]}, each sorted.
+    Returns {"test": ids, "train": ids, "subsamples": [ids, ...]}, each sorted. With
+    bagging_fraction 1 every subsample is the whole training set: the Usets then differ
+    only in their augmentation and initialisation (a seed ensemble).
     """
-    check_split_params(test_fraction, m_iter)
+    check_split_params(test_fraction, m_iter, bagging_fraction)
     ids = np.unique(pgc_ids)
     if len(ids) < 3:
         raise DatasetError(f"only {len(ids)} galaxies labelled >= {MIN_USABLE_INCLINATION}; need at least 3 to split")
@@ -215,7 +232,7 @@ def draw_split(pgc_ids: np.ndarray, test_fraction: float, m_iter: int, seed: int
     order = rng.permutation(ids)
     n_test = min(max(1, int(round(test_fraction * len(ids)))), len(ids) - 2)
     test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
-    n_sub = len(train) * 2 // 3
+    n_sub = subsample_size(len(train), bagging_fraction)
     subsamples = [np.sort(rng.permutation(train)[:n_sub]) for _ in range(m_iter)]
     return {"test": test, "train": train, "subsamples": subsamples}
 
@@ -244,24 +261,27 @@ def _split_sets(pgc: np.ndarray, split: dict) -> dict[tuple[str, int], np.ndarra
     for k, sub in enumerate(split["subsamples"], start=1):
         in_sub = np.isin(pgc, sub)
         sets[("train", k)] = in_sub & ~is_test
-        sets[("test", k)] = ~in_sub & ~is_test  # complement inside the training set
+        if (~in_sub & ~is_test).any():  # a whole-set subsample (bagging_fraction 1) has no complement
+            sets[("test", k)] = ~in_sub & ~is_test  # complement inside the training set
     return sets
 
 
 def split_stage(compressed_dir: str | os.PathLike, samples_dir: str | os.PathLike, size: int, bands,
-                test_fraction: float = 0.1, m_iter: int = 3, seed: int = 42) -> dict:
+                test_fraction: float = 0.1, m_iter: int = 3, seed: int = 42,
+                bagging_fraction: float = BAGGING_FRACTION) -> dict:
     """Stage 03: write the held-out test set and bagging subsamples for every band.
 
     The parameters are checked before anything is read.  Returns the split
     record also written to ``samples/split.json``.
     """
-    check_split_params(test_fraction, m_iter)
+    check_split_params(test_fraction, m_iter, bagging_fraction)
     layout.size_tag(size)
     bands = layout.check_bands(bands)
     data = {b: _load_usable(compressed_dir, size, b) for b in bands}
     main = next(b for b in SPLIT_BAND_ORDER if b in bands)
-    split = draw_split(data[main]["pgcIDs"], test_fraction, m_iter, seed)
-    record = {"seed": seed, "test_fraction": test_fraction, "m_iter": m_iter, "size": size,
+    split = draw_split(data[main]["pgcIDs"], test_fraction, m_iter, seed, bagging_fraction)
+    record = {"seed": seed, "test_fraction": test_fraction, "m_iter": m_iter,
+              "bagging_fraction": bagging_fraction, "size": size,
               "bands": bands, "tags": [layout.band_tag(b) for b in bands], "split_band": main,
               "counts": {}, "test_pgc": split["test"], "subsample_pgc": split["subsamples"]}
     with iio.staged_dir(samples_dir) as tmp:
@@ -302,7 +322,7 @@ def draw_binary_split(record: dict, rejected_ids: np.ndarray) -> dict[str, np.nd
     """The regressors' split (from their split record) with the rejected galaxies added.
 
     The rejected galaxies are split like the accepted ones (test_fraction held out, each
-    bagging subsample 2/3 of the rest) with their own seeded stream, so the regressors'
+    bagging subsample bagging_fraction of the rest) with their own seeded stream, so the regressors'
     draw is untouched. Both classes land in every file; refuses fewer than 3 rejected.
     """
     ids = np.unique(rejected_ids)
@@ -313,7 +333,7 @@ def draw_binary_split(record: dict, rejected_ids: np.ndarray) -> dict[str, np.nd
     order = rng.permutation(ids)
     n_test = min(max(1, int(round(record["test_fraction"] * len(ids)))), len(ids) - 2)
     train = np.sort(order[n_test:])
-    n_sub = max(1, len(train) * 2 // 3)
+    n_sub = subsample_size(len(train), record.get("bagging_fraction", BAGGING_FRACTION))  # older records: 2/3
     subs = [np.sort(rng.permutation(train)[:n_sub]) for _ in range(record["m_iter"])]
     return {"test": np.union1d(record["test_pgc"], order[:n_test]),
             "subsamples": [np.union1d(a, r) for a, r in zip(record["subsample_pgc"], subs)]}
@@ -333,6 +353,7 @@ def split_binary_stage(compressed_dir: str | os.PathLike, samples_dir: str | os.
     main = data[base["split_band"]]
     split = draw_binary_split(base, main["pgcIDs"][main["labels"] == REJECTED])
     record = {**{k: base[k] for k in ("seed", "test_fraction", "m_iter", "size", "bands", "tags", "split_band")},
+              "bagging_fraction": base.get("bagging_fraction", BAGGING_FRACTION),
               "labels": {"accepted (>= 45 deg)": ACCEPTED, "rejected (F, 0)": REJECTED}, "counts": {},
               "test_pgc": split["test"], "subsample_pgc": split["subsamples"]}
     sets = {band: _split_sets(d["pgcIDs"], split) for band, d in data.items()}
@@ -361,6 +382,9 @@ def check_binary_split(binary_dir: str | os.PathLike, size: int, record: dict) -
         for kind in layout.SAMPLE_KINDS:
             for k in range(record["m_iter"] + 1):
                 path = layout.sample_path(binary_dir, band, size, kind, k)
+                if (kind, k) != ("test", 0) and kind == "test" and not path.is_file() \
+                        and record.get("bagging_fraction", BAGGING_FRACTION) >= 1:
+                    continue  # whole-set subsamples have no complement file
                 s = load_sample(binary_dir, band, size, kind, k, images=False, binary=True)
                 missing = {ACCEPTED, REJECTED} - set(s["labels"].tolist())
                 if missing:

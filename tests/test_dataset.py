@@ -329,6 +329,7 @@ def test_check_split_passes_a_written_split_and_catches_a_leak(tmp_path):
     ({"test_fraction": "0.1"}, "test_fraction '0.1'"), ({"test_fraction": True}, "test_fraction True"),
     ({"m_iter": 0}, "m_iter 0"), ({"m_iter": -1}, "m_iter -1"), ({"m_iter": 1.5}, "m_iter 1.5"),
     ({"m_iter": True}, "m_iter True"), ({"bands": ["RGB"]}, "'RGB'"), ({"size": 0}, "size 0"),
+    ({"bagging_fraction": 0}, "bagging_fraction 0"), ({"bagging_fraction": 1.5}, "bagging_fraction 1.5"),
 ])
 def test_split_parameters_checked_before_reading(tmp_path, kw, name):
     """A bad parameter is named at once, before the (missing) compressed folder is looked at."""
@@ -341,6 +342,34 @@ def test_split_parameters_checked_before_reading(tmp_path, kw, name):
 def test_check_split_params_accepts_the_valid_range():
     for test_fraction, m_iter in [(0.1, 1), (0.999, 3), (np.float32(0.5), np.int64(2))]:
         dataset.check_split_params(test_fraction, m_iter)
+    dataset.check_split_params(0.1, 1, 1.0)
+
+
+def test_subsample_size_keeps_the_original_two_thirds():
+    assert [dataset.subsample_size(n, 2 / 3) for n in range(1, 3000)] == [max(1, n * 2 // 3) for n in range(1, 3000)]
+    assert dataset.subsample_size(1620, 1.0) == 1620 and dataset.subsample_size(10, 0.5) == 5
+
+
+def test_whole_set_subsamples_are_a_seed_ensemble(tmp_path):
+    """bagging_fraction 1: every Uset holds the whole training set, no empty complement files,
+    and the classifiers' split follows."""
+    write_compressed(tmp_path / "compressed")
+    samples, binary = tmp_path / "samples", tmp_path / "samples_binary"
+    record = dataset.split_stage(tmp_path / "compressed", samples, SIZE, ["g", "gri"], test_fraction=0.2,
+                                 m_iter=2, seed=5, bagging_fraction=1.0)
+    train_ids = set(ids_of(samples, "g", "train", 0))
+    assert [set(ids_of(samples, "g", "train", k)) for k in (1, 2)] == [train_ids, train_ids]
+    assert not layout.sample_path(samples, "g", SIZE, "test", 1).exists()
+    assert record["bagging_fraction"] == 1.0 and json.loads((samples / "split.json").read_text())["bagging_fraction"] == 1.0
+    dataset.check_split(samples, SIZE, record)
+    brec = dataset.split_binary_stage(tmp_path / "compressed", samples, binary, SIZE)
+    dataset.check_binary_split(binary, SIZE, brec)
+    rejected_train = {p for p in ids_of_binary(binary, "train", 0)} - train_ids
+    assert {p for p in ids_of_binary(binary, "train", 1)} - train_ids == rejected_train
+
+
+def ids_of_binary(binary, kind, k):
+    return dataset.load_sample(binary, "g", SIZE, kind, k, binary=True)["pgcIDs"].tolist()
 
 
 @pytest.fixture

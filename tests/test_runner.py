@@ -66,6 +66,8 @@ def refused(runner, capsys, argv) -> str:
     (["--run-name", ""], "''"),
     (["--test-fraction", "1.5"], "--test-fraction 1.5"),
     (["--test-fraction", "0"], "--test-fraction 0"),
+    (["--bagging-fraction", "1.5"], "--bagging-fraction 1.5"),
+    (["--bagging-fraction", "0"], "--bagging-fraction 0"),
     (["--size", "0"], "--size 0"),
     (["--band", "q"], "--band q"),
     (["--band", "g", "RGB"], "--band g RGB"),
