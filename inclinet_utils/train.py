@@ -383,7 +383,7 @@ def _set_aside(paths: dict, params: dict, dead_after: int) -> None:
     """Rename a dead training's folder to its `layout.dead_training_dir` (kept for the record)."""
     target = layout.dead_training_dir(paths["ckpt_dir"], params["init_attempt"] + 1)
     paths["ckpt_dir"].rename(target)
-    log.warning("%s %s answered every image alike after step %d (a dead ReLU head): set aside as %s, "
+    log.warning("%s %s answered every image alike after step %d (a dead or collapsed ReLU head): set aside as %s, "
                 "restarting from new initial weights (attempt %d of at most %d)",
                 layout.uset_name(params["uset"]), params["model"], dead_after, target.name,
                 params["init_attempt"] + 2, MAX_RESTARTS + 1)
