@@ -31,8 +31,9 @@ import numpy as np
 
 from . import layout
 from .presets import PRESETS
-from .train_files import (COLLAPSED_SPREAD, CONSTANT_OUTPUT_STD, INIT, TrainInputError,  # noqa: F401
-                          answers_alike, int_seed, load_arrays, step_plan, uset_files)
+from .train_files import (CONSTANT_OUTPUT_STD, INIT, NO_BETTER, TrainInputError, int_seed,  # noqa: F401
+                          is_constant, load_arrays, no_better_than_constant, step_plan, training_seed,
+                          uset_files, validation_loss)
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,8 @@ log = logging.getLogger(__name__)
 # training seed in five (constant output, 12 deg RMS); over four steps every seed trained and
 # the seeds' scatter shrank (benchmarks/ACCURACY.md, sixth session).
 WARMUP_STEPS = 4
-# Restarts from new initial weights for a network that dies anyway (train_callbacks.DeadOutputStop):
-# even with the warm-up, model4's head died in the first step for one development training in seven.
+# Restarts with a new seed stream for a network that dies anyway (train_callbacks.DeadOutputStop):
+# even with the warm-up, model4 did not learn at all in one development training in ten.
 MAX_RESTARTS = 3
 
 HISTORY_KEYS = ("loss", "mse", "mae", "val_loss", "val_mse", "val_mae", "batchNo", "batchFile")
@@ -156,7 +157,7 @@ def training_params(model_name, uset, size, n_passes, training_batch_size, learn
                     init_attempt: int = 0) -> dict:
     """The parameters of one training, as written to <stem>_params.json and the checkpoint.
 
-    init_attempt: how many earlier attempts died (`train_model`); it picks the initial weights."""
+    init_attempt: how many earlier attempts died (`train_model`); it picks the seed stream."""
     from .models import TARGET_RANGE
 
     return {"model": model_name, "uset": int(uset), "size": int(size), "n_passes": int(n_passes),
@@ -201,14 +202,18 @@ def _build(params: dict, n_steps: int, updates_per_step: int):
     from .models import build_model
 
     schedule = learning_rate_schedule(params["learning_rate"], n_steps, updates_per_step, params["warmup_steps"])
-    attempt = params.get("init_attempt", 0)  # attempt 0 keeps the seeds of runs before restarts existed
-    keras.utils.set_random_seed(int_seed(params["seed"], INIT, params["uset"], *([attempt] if attempt else [])))
+    keras.utils.set_random_seed(int_seed(_seed(params), INIT, params["uset"]))
     with get_strategy().scope():
         model = build_model(params["model"], params["size"], learning_rate=schedule,
                             bn_momentum=params["bn_momentum"], output_activation=params["output_activation"],
                             mixed_precision=params["mixed_precision"])
         model.optimizer.build(model.trainable_variables)
     return model
+
+
+def _seed(params: dict) -> int:
+    """The seed of this attempt's initial weights, file order and shuffles (`training_seed`)."""
+    return training_seed(params["seed"], params.get("init_attempt", 0))
 
 
 def _restore(model, paths: dict, params: dict) -> tuple[int, dict]:
@@ -237,7 +242,7 @@ def _fit(model, params, paths, files, plan, start, stop, history, validation, pr
     from .train_dataset import BatchFileDataset
 
     title = f"{layout.uset_name(params['uset'])} {params['model']}"
-    dataset = BatchFileDataset(files, plan, params["size"], params["training_batch_size"], params["seed"],
+    dataset = BatchFileDataset(files, plan, params["size"], params["training_batch_size"], _seed(params),
                                params["uset"], start=start, stop=stop, model=params["model"])
     writer = BackgroundWriter()
     # The checkpoint writer collects garbage after every step (train_callbacks); with the
@@ -309,9 +314,11 @@ def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
     'mixed_bfloat16', 'mixed_float16', or 'auto': `models.resolve_mixed_precision`): see
     `models.build_model`. `validation`: a `train_dataset.ValidationSet` to reuse.
     `finetune`: a `finetune.FineTune` (start from another run's model, freezing, its rate).
-    A network that starts to answer every image alike (a dead ReLU head) is stopped at the end
-    of that step, its folder set aside (`layout.dead_training_dir`) and the training started
-    again from new initial weights, at most `MAX_RESTARTS` times (not when fine-tuning).
+    A network that dies (one output for every image, or after the warm-up no better than one
+    constant answer for three steps: `train_callbacks.DeadOutputStop`) is stopped, its folder
+    set aside (`layout.dead_training_dir`) and the training started again with a new seed
+    stream (`train_files.training_seed`: initial weights, file order, shuffles), at most
+    `MAX_RESTARTS` times (not when fine-tuning).
     """
     import keras
 
@@ -327,13 +334,13 @@ def train_model(run_dir, model_name: str, uset: int, size: int, n_passes: int,
                           output_activation, mixed_precision)
     files, val_path = uset_files(run_dir, uset, size, binary)
     paths = training_paths(run_dir, model_name, uset)
-    plan = step_plan(len(files), n_passes, seed, uset)
     if validation is None or validation.path != val_path:
         from .train_dataset import ValidationSet
 
         validation = ValidationSet(val_path, size, training_batch_size, model_name)
     while True:  # a network that dies is set aside and started again from new initial weights
         attempt = len(layout.dead_training_dirs(paths["ckpt_dir"]))
+        plan = step_plan(len(files), n_passes, training_seed(seed, attempt), uset)
         params = training_params(model_name, uset, size, n_passes, training_batch_size, learning_rate, seed,
                                  bn_momentum, output_activation, mixed_precision, files, val_path, attempt)
         if finetune is not None:
@@ -349,7 +356,6 @@ def _attempt(run_dir, params, paths, files, plan, validation, resume, max_steps,
              finetune) -> dict | None:
     """One attempt of a training: its summary, or None when its network died (then its folder
     is set aside for the next attempt; see `MAX_RESTARTS`)."""
-    from .models import is_classifier
     from .train_callbacks import DeadOutputStop
 
     if _finished(paths, params, resume):
@@ -360,10 +366,8 @@ def _attempt(run_dir, params, paths, files, plan, validation, resume, max_steps,
     model, start, history, extra = _model_at_start(run_dir, params, paths, files, plan, finetune)
     stop = len(plan) if max_steps is None else min(len(plan), int(max_steps))
     # Fine-tuning starts from the parent's weights, which new initial weights would not change.
-    # the relative test from the first full-rate step on: a healthy network is narrow before it
     warmup_end = min(params["warmup_steps"], len(plan) // 2)
-    guard = DeadOutputStop(validation.probe, validation.probe_targets, warmup_end,
-                           relative=not is_classifier(params["model"])) \
+    guard = DeadOutputStop(validation.probe, validation.constant_loss, warmup_end) \
         if finetune is None and params["init_attempt"] < MAX_RESTARTS else None
     if start < stop:
         _fit(model, params, paths, files, plan, start, stop, history, validation, progress, figure,
@@ -383,8 +387,8 @@ def _set_aside(paths: dict, params: dict, dead_after: int) -> None:
     """Rename a dead training's folder to its `layout.dead_training_dir` (kept for the record)."""
     target = layout.dead_training_dir(paths["ckpt_dir"], params["init_attempt"] + 1)
     paths["ckpt_dir"].rename(target)
-    log.warning("%s %s answered every image alike after step %d (a dead or collapsed ReLU head): set aside as %s, "
-                "restarting from new initial weights (attempt %d of at most %d)",
+    log.warning("%s %s did not learn by step %d (one answer for every image, or no better than one): set "
+                "aside as %s, restarting with a new seed (attempt %d of at most %d)",
                 layout.uset_name(params["uset"]), params["model"], dead_after, target.name,
                 params["init_attempt"] + 2, MAX_RESTARTS + 1)
 
@@ -399,21 +403,21 @@ def _validation_output(model, validation) -> np.ndarray:
 
 
 def check_constant_output(model, validation, params: dict) -> dict:
-    """{'val_output_std', 'val_output_spread', 'constant_output'} of a trained network: its
-    output spread over the validation images, alone and over the targets' spread, and whether
-    it answers them alike (`train_callbacks.answers_alike`; the relative test for regressors).
-    Warns when it does: it would pull an ensemble towards one value and narrow its spread."""
+    """{'val_output_std', 'val_loss_vs_constant', 'constant_output'} of a trained network: its
+    output spread over the validation images, its loss there over the best constant answer's,
+    and whether it is one constant or no better than one (`train_files.NO_BETTER`). Warns
+    when it is: it would pull an ensemble towards one value and narrow its spread."""
     from .models import is_classifier
 
     out = _validation_output(model, validation)
-    spread = float(np.std(out) / max(np.std(validation.targets), 1e-12))
-    dead = answers_alike(out, validation.targets, relative=not is_classifier(params["model"]))
+    ratio = validation_loss(out, validation.targets, is_classifier(params["model"])) / validation.constant_loss
+    dead = is_constant(out) or ratio > NO_BETTER
     if dead:
-        log.warning("%s %s gives every validation image nearly the same output (std %.2g, %.3f of the "
-                    "targets'): its ReLU head died (attempt %d); retrain it in a new run with another seed",
-                    layout.uset_name(params["uset"]), params["model"], np.std(out), spread,
-                    params.get("init_attempt", 0) + 1)
-    return {"val_output_std": float(np.std(out)), "val_output_spread": spread, "constant_output": bool(dead)}
+        log.warning("%s %s is no better than one constant answer for every validation image (output std "
+                    "%.2g, loss %.2f of the constant's): its ReLU head died (attempt %d); retrain it in a new "
+                    "run with another seed", layout.uset_name(params["uset"]), params["model"], np.std(out),
+                    ratio, params.get("init_attempt", 0) + 1)
+    return {"val_output_std": float(np.std(out)), "val_loss_vs_constant": float(ratio), "constant_output": bool(dead)}
 
 
 def _summary(params: dict, paths: dict, history: dict, n_steps: int, done: bool,

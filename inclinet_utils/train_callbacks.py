@@ -27,7 +27,7 @@ import numpy as np
 
 from . import io as iio
 from . import layout
-from .train_files import TrainInputError, answers_alike
+from .train_files import TrainInputError, is_constant, no_better_than_constant
 
 log = logging.getLogger(__name__)
 
@@ -257,33 +257,29 @@ class CurveFigure(keras.callbacks.Callback):
 
 
 class DeadOutputStop(keras.callbacks.Callback):
-    """Stop model.fit when the network answers a fixed probe of validation images alike: at
-    once when its output is one constant, or when it has spread by less than COLLAPSED_SPREAD
-    of the targets' (`answers_alike`, `relative`) at `patience` successive steps from step
-    `from_epoch` on (the first full-rate step; before it, and in short toy trainings, a
-    healthy network is narrow too).
+    """Stop model.fit when the network has died: at once when it gives a fixed probe of
+    validation images one and the same output, or when its validation loss has been no better
+    than the best constant answer's (`train_files.no_better_than_constant`) at `patience`
+    successive steps from step `from_epoch` on (the first full-rate step: during the warm-up
+    healthy networks are often still there).
 
-    That is a dead or collapsed ReLU head, which did not recover in a whole training, so the
-    rest of it would be wasted (`train.train_model` restarts it from new initial weights).
-    The probe costs one small prediction per step.
+    Such a network did not recover in a whole training, so the rest of it would be wasted
+    (`train.train_model` restarts it). The probe costs one small prediction per step.
     """
 
-    def __init__(self, probe: np.ndarray, probe_targets: np.ndarray, from_epoch: int, relative: bool = True,
-                 patience: int = 3):
+    def __init__(self, probe: np.ndarray, constant_loss: float, from_epoch: int, patience: int = 3):
         super().__init__()
-        self.probe, self.probe_targets, self.from_epoch = probe, probe_targets, from_epoch
-        self.relative, self.patience = relative, patience
-        self.narrow_steps, self.dead_after = 0, None
+        self.probe, self.constant_loss, self.from_epoch, self.patience = probe, constant_loss, from_epoch, patience
+        self.stuck_steps, self.dead_after = 0, None
 
     def on_epoch_end(self, epoch, logs=None):
         out = np.asarray(self.model.predict_on_batch(self.probe), dtype=np.float64)
-        log.debug("step %d: probe output spread %.3f of the targets'", epoch,
-                  np.std(out) / max(float(np.std(self.probe_targets)), 1e-12))
-        if len(self.probe) < 2:
-            return
-        narrow = self.relative and epoch >= self.from_epoch and answers_alike(out, self.probe_targets)
-        self.narrow_steps = self.narrow_steps + 1 if narrow else 0
-        if answers_alike(out, self.probe_targets, relative=False) or self.narrow_steps >= self.patience:
+        loss = (logs or {}).get("val_loss")
+        stuck = epoch >= self.from_epoch and loss is not None and no_better_than_constant(loss, self.constant_loss)
+        self.stuck_steps = self.stuck_steps + 1 if stuck else 0
+        log.debug("step %d: validation loss %.3f of the best constant's", epoch,
+                  float("nan") if loss is None else loss / self.constant_loss)
+        if (len(self.probe) > 1 and is_constant(out)) or self.stuck_steps >= self.patience:
             self.dead_after = int(epoch)
             self.model.stop_training = True
 

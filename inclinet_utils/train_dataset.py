@@ -3,7 +3,8 @@
 `BatchFileDataset` is the `keras.utils.PyDataset` that `model.fit` trains on: its
 epoch k is the whole file plan[k] (`train_files.step_plan`), shuffled with step k's
 own seeded stream, while a background thread reads the next file. `ValidationSet`
-is the fixed augmented validation set as a cached tf.data pipeline, with a small probe of it.
+is the fixed augmented validation set as a cached tf.data pipeline, with a small probe of it
+and the loss of the best constant answer on it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .train_files import STEP, batches_per_file, load_arrays, rng
+from .train_files import STEP, batches_per_file, constant_loss, load_arrays, rng
 
 PROBE_IMAGES = 32  # validation images `train_callbacks.DeadOutputStop` predicts after every step
 
@@ -107,7 +108,7 @@ class ValidationSet:
         images, labels = load_arrays(path, size, is_classifier(model))
         self.path, self.n = Path(path), len(labels)
         self.targets = training_targets(model, labels)
+        self.constant_loss = constant_loss(self.targets, is_classifier(model))  # of the best constant answer
         # evenly spaced over the set (it is ordered by inclination bin): tells a dead network (train_callbacks)
-        pick = np.unique(np.linspace(0, len(images) - 1, PROBE_IMAGES).astype(int))
-        self.probe, self.probe_targets = np.array(images[pick]), self.targets[pick]
+        self.probe = np.array(images[np.unique(np.linspace(0, len(images) - 1, PROBE_IMAGES).astype(int))])
         self.dataset = make_dataset(tf.constant(images), tf.constant(self.targets), batch_size).cache()

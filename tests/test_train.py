@@ -111,56 +111,56 @@ def test_training_learns_the_axis_ratio(tmp_path):
     assert table.loc[0, "final_val_mae_deg"] == pytest.approx(hist[8]["val_mae_deg"])
 
 
-def test_a_network_with_a_dead_or_collapsed_head_is_flagged(tiny_run, caplog):
-    """A head whose ReLUs are all off answers every image alike, one whose output barely varies
-    nearly so: the summary says so and a warning names it; a spread output is not flagged."""
+def test_a_network_that_has_not_learnt_is_flagged(tiny_run, caplog):
+    """An untrained network is no better than one constant answer; a head whose ReLUs are all
+    off gives every image the same output: the summary says so and a warning names it."""
     from inclinet_utils.models import build_model
     from inclinet_utils.train_dataset import ValidationSet
 
     validation = ValidationSet(train.validation_file(tiny_run, S), S, 16)
-    keras.utils.set_random_seed(0)
+    assert validation.constant_loss == pytest.approx(np.var(validation.targets))
     model = build_model("model4", S)
     params = {"model": "model4", "uset": 1}
-    out_layer = model.layers[-1]
-    kernel, bias = out_layer.get_weights()
-    out_layer.set_weights([kernel, np.zeros_like(bias)])
-    untrained = train.check_constant_output(model, validation, params)["val_output_spread"]
-    assert untrained > 0
-    out_layer.set_weights([kernel * 0.5 / untrained, np.zeros_like(bias)])  # about half the targets' spread
-    wide = train.check_constant_output(model, validation, params)
-    assert wide["constant_output"] is False and wide["val_output_spread"] > train.COLLAPSED_SPREAD
-    out_layer.set_weights([kernel * 0.02 / untrained, np.zeros_like(bias)])  # nearly one answer, not exactly
-    narrow = train.check_constant_output(model, validation, params)
-    assert narrow["constant_output"] is True and narrow["val_output_std"] > train.CONSTANT_OUTPUT_STD
+    untrained = train.check_constant_output(model, validation, params)
+    assert untrained["constant_output"] is True and untrained["val_loss_vs_constant"] > train.NO_BETTER
+    assert untrained["val_output_std"] > train.CONSTANT_OUTPUT_STD
     hidden = model.layers[-2]  # the last ReLU layer before the output
     hidden.set_weights([np.zeros_like(w) for w in hidden.get_weights()])  # all units off for every image
     with caplog.at_level("WARNING", logger="inclinet_utils.train"):
         check = train.check_constant_output(model, validation, params)
     assert check["constant_output"] is True and check["val_output_std"] < train.CONSTANT_OUTPUT_STD
-    assert "Uset_001 model4" in caplog.text and "same output" in caplog.text
+    assert "Uset_001 model4" in caplog.text and "no better than one constant" in caplog.text
 
 
-def test_answers_alike_and_the_stop_after_the_warm_up():
+def test_losses_of_a_constant_and_the_stop_after_the_warm_up():
     from inclinet_utils.train_callbacks import DeadOutputStop
+    from inclinet_utils.train_files import constant_loss
 
     targets = np.linspace(-0.8, 0.8, 32)
-    assert train.answers_alike(np.full(32, 0.3), targets, relative=False)
-    assert train.answers_alike(0.01 * targets, targets) and not train.answers_alike(0.01 * targets, targets, False)
-    assert not train.answers_alike(0.5 * targets, targets)
+    assert train.is_constant(np.full(32, 0.3)) and not train.is_constant(0.01 * targets)
+    assert constant_loss(targets, False) == pytest.approx(np.var(targets))
+    assert constant_loss(np.array([0.0, 1.0]), True) == pytest.approx(np.log(2))
+    assert train.validation_loss(targets, targets, False) == 0
+    assert train.no_better_than_constant(0.99, 1.0) and not train.no_better_than_constant(0.8, 1.0)
 
-    class Narrow:  # a stand-in model whose outputs spread by 1% of the targets'
+    class Varied:  # a stand-in model with varied outputs
         stop_training = False
 
         def predict_on_batch(self, images):
-            return 0.01 * targets[:, None]
+            return targets[:, None]
 
-    stop = DeadOutputStop(np.zeros((32, 4, 4, 3), np.uint8), targets, from_epoch=3, patience=2)
-    stop.set_model(Narrow())
-    for epoch in range(4):  # during the warm-up a narrow output is normal; then it must last
-        stop.on_epoch_end(epoch)
+    stop = DeadOutputStop(np.zeros((32, 4, 4, 3), np.uint8), constant_loss=1.0, from_epoch=3, patience=2)
+    stop.set_model(Varied())
+    for epoch in range(4):  # no better than a constant: normal in the warm-up, then it must last
+        stop.on_epoch_end(epoch, {"val_loss": 1.0})
     assert stop.dead_after is None and not stop.model.stop_training
-    stop.on_epoch_end(4)
+    stop.on_epoch_end(4, {"val_loss": 1.0})
     assert stop.dead_after == 4 and stop.model.stop_training
+    learning = DeadOutputStop(np.zeros((32, 4, 4, 3), np.uint8), constant_loss=1.0, from_epoch=0, patience=2)
+    learning.set_model(Varied())
+    for epoch, loss in enumerate([1.0, 0.5, 1.0, 0.5]):  # not at successive steps
+        learning.on_epoch_end(epoch, {"val_loss": loss})
+    assert learning.dead_after is None
 
 
 def _dead_until(monkeypatch, first_alive: int):
@@ -185,13 +185,13 @@ def test_a_network_that_dies_is_set_aside_and_restarted(tiny_run, tmp_path, monk
         summary = train.train_model(run, "model4", 0, S, n_passes=1, training_batch_size=16, seed=4, progress=False)
     paths = train.training_paths(run, "model4", 0)
     dead = layout.dead_training_dir(paths["ckpt_dir"], 1)
-    # alive (a 3-step toy training may still be narrow: its `constant_output` is not asserted)
+    # alive (a 3-step toy training may not have learnt yet: its `constant_output` is not asserted)
     assert summary["done"] and summary["val_output_std"] > train.CONSTANT_OUTPUT_STD and summary["steps_done"] == 3
     assert layout.dead_training_dirs(paths["ckpt_dir"]) == [dead]
     dead_history = json.loads((dead / paths["eval_dict"].name).read_text())
     assert list(dead_history) == ["0"]            # stopped after its first step, not trained on
     assert json.loads(paths["params"].read_text())["init_attempt"] == 1
-    _assert_complete_history(run, "model4", 0, 3, 1, 4)
+    _assert_complete_history(run, "model4", 0, 3, 1, train.training_seed(4, 1))  # the restart's own seed
     assert "set aside as Uset_000_model4_ckpt.dead-1" in caplog.text
     again = train.train_model(run, "model4", 0, S, n_passes=1, training_batch_size=16, seed=4, progress=False)
     assert again["done"] and layout.dead_training_dirs(paths["ckpt_dir"]) == [dead]  # resumes the live attempt
