@@ -382,7 +382,7 @@ def check_binary_split(binary_dir: str | os.PathLike, size: int, record: dict) -
         for kind in layout.SAMPLE_KINDS:
             for k in range(record["m_iter"] + 1):
                 path = layout.sample_path(binary_dir, band, size, kind, k)
-                if (kind, k) != ("test", 0) and kind == "test" and not path.is_file() \
+                if kind == "test" and k > 0 and not path.is_file() \
                         and record.get("bagging_fraction", BAGGING_FRACTION) >= 1:
                     continue  # whole-set subsamples have no complement file
                 s = load_sample(binary_dir, band, size, kind, k, images=False, binary=True)

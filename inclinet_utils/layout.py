@@ -462,9 +462,10 @@ def dead_training_dir(ckpt_dir: str | os.PathLike, n: int) -> Path:
 def dead_training_dirs(ckpt_dir: str | os.PathLike) -> list[Path]:
     """The set-aside dead attempts of one training, in order."""
     ckpt_dir = Path(ckpt_dir)
-    found = ckpt_dir.parent.glob(f"{ckpt_dir.name}{DEAD_MARK}*") if ckpt_dir.parent.is_dir() else []
-    return sorted((p for p in found if p.name[len(ckpt_dir.name) + len(DEAD_MARK):].isdigit()),
-                  key=lambda p: int(p.name[len(ckpt_dir.name) + len(DEAD_MARK):]))
+    prefix = f"{ckpt_dir.name}{DEAD_MARK}"
+    found = ckpt_dir.parent.glob(prefix + "*") if ckpt_dir.parent.is_dir() else []
+    numbered = {int(p.name[len(prefix):]): p for p in found if p.name[len(prefix):].isdigit()}
+    return [numbered[n] for n in sorted(numbered)]
 
 
 def find_model_files(models_dir: str | os.PathLike, classifiers: bool = False) -> list[tuple[str, int, Path]]:

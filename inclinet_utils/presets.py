@@ -10,16 +10,16 @@ is the original project's scale, for GPU machines.
 PRESETS = {
     # Laptop CPU (2 cores), equal to the notebook defaults. model4 trains ~230 images/s at
     # 128 px in bfloat16 on AMX, ~110 in float32 elsewhere, with batches of 16. Two Usets
-    # (the full training set 000 and a second member, m_iter 1) x 6 files x 6 passes: the same images as 4 Usets x 3
-    # files, but each network gets twice the updates, which the short laptop trainings
+    # (the full training set 000 and one bagging subsample, m_iter 1) x 6 files x 6 passes:
+    # the same images as 4 Usets x 3 files, but each network gets twice the updates, which the short laptop trainings
     # need (4.83 -> 3.66 deg RMS on a development sample, benchmarks/ACCURACY.md). Batches
     # of 16 give 4x the gradient updates of 64 for the same images. model6 (~85 images/s)
     # learned little in the passes that would fit, so it is left out.
     "laptop": {
         # bagging_fraction: the original's 2/3. The whole training set for both (1, a seed
         # ensemble) was no better over three development seeds (benchmarks/ACCURACY.md).
-        "size": 128, "m_iter": 1, "bagging_fraction": 0.6667, "n_batches": 6, "models": ["model4"], "n_passes": 6,
-        "training_batch_size": 16, "learning_rate": 1e-3, "bn_momentum": 0.9,
+        "size": 128, "m_iter": 1, "bagging_fraction": 0.6667, "n_batches": 6, "models": ["model4"],
+        "n_passes": 6, "training_batch_size": 16, "learning_rate": 1e-3, "bn_momentum": 0.9,
         "mixed_precision": "auto",
         # The accept/reject classifier: model4_binary on Uset 000 only, 6 files of 2 x 200
         # images (gri) x 3 passes, about 1 minute at 128 px on 2 cores; at 1e-3 its ReLU head died.

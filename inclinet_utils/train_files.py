@@ -15,7 +15,8 @@ import numpy as np
 from . import layout
 
 SALT = 5005  # stage 05's entry in the run seed sequence
-ORDER, INIT, STEP, RESTART = 1, 2, 3, 4  # sub-streams: file order per pass, initial weights, per-step randomness, restarts
+# sub-streams: file order per pass, initial weights, per-step randomness, restarted attempts
+ORDER, INIT, STEP, RESTART = 1, 2, 3, 4
 
 
 class TrainInputError(ValueError):

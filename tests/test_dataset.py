@@ -360,7 +360,8 @@ def test_whole_set_subsamples_are_a_seed_ensemble(tmp_path):
     train_ids = set(ids_of(samples, "g", "train", 0))
     assert [set(ids_of(samples, "g", "train", k)) for k in (1, 2)] == [train_ids, train_ids]
     assert not layout.sample_path(samples, "g", SIZE, "test", 1).exists()
-    assert record["bagging_fraction"] == 1.0 and json.loads((samples / "split.json").read_text())["bagging_fraction"] == 1.0
+    saved = json.loads((samples / "split.json").read_text())
+    assert record["bagging_fraction"] == saved["bagging_fraction"] == 1.0
     dataset.check_split(samples, SIZE, record)
     brec = dataset.split_binary_stage(tmp_path / "compressed", samples, binary, SIZE)
     dataset.check_binary_split(binary, SIZE, brec)
