@@ -393,11 +393,6 @@ def _set_aside(paths: dict, params: dict, dead_after: int) -> None:
                 params["init_attempt"] + 2, MAX_RESTARTS + 1)
 
 
-def output_std(model, validation) -> float:
-    """Standard deviation of the network's raw output over the validation images."""
-    return float(np.std(_validation_output(model, validation)))
-
-
 def _validation_output(model, validation) -> np.ndarray:
     return np.asarray(model.predict(validation.dataset, verbose=0), dtype=np.float64).ravel()
 
@@ -410,8 +405,9 @@ def check_constant_output(model, validation, params: dict) -> dict:
     from .models import is_classifier
 
     out = _validation_output(model, validation)
-    ratio = validation_loss(out, validation.targets, is_classifier(params["model"])) / validation.constant_loss
-    dead = is_constant(out) or ratio > NO_BETTER
+    loss = validation_loss(out, validation.targets, is_classifier(params["model"]))
+    ratio = loss / validation.constant_loss
+    dead = is_constant(out) or no_better_than_constant(loss, validation.constant_loss)
     if dead:
         log.warning("%s %s is no better than one constant answer for every validation image (output std "
                     "%.2g, loss %.2f of the constant's): its ReLU head died (attempt %d); retrain it in a new "
