@@ -31,7 +31,7 @@ import numpy as np
 
 from . import layout
 from .presets import PRESETS
-from .train_files import (CONSTANT_OUTPUT_STD, INIT, NO_BETTER, TrainInputError, int_seed,  # noqa: F401
+from .train_files import (CONSTANT_OUTPUT_STD, HISTORY_KEYS, INIT, NO_BETTER, TrainInputError, int_seed,  # noqa: F401
                           is_constant, load_arrays, no_better_than_constant, step_plan, training_seed,
                           uset_files, validation_loss)
 
@@ -46,7 +46,6 @@ WARMUP_STEPS = 4
 # even with the warm-up, 3 of 12 development model4 trainings (one Uset and seed) did not learn.
 MAX_RESTARTS = 3
 
-HISTORY_KEYS = ("loss", "mse", "mae", "val_loss", "val_mse", "val_mae", "batchNo", "batchFile")
 # Parameters added after the first checkpoints were written: their value in those.
 _PARAM_DEFAULTS = {"output_activation": "tanh", "mixed_precision": None, "target_range": [-1.0, 1.0],
                    "warmup_steps": 1, "init_attempt": 0}

@@ -27,11 +27,9 @@ import numpy as np
 
 from . import io as iio
 from . import layout
-from .train_files import TrainInputError, is_constant, no_better_than_constant
+from .train_files import HISTORY_KEYS, TrainInputError, is_constant, no_better_than_constant
 
 log = logging.getLogger(__name__)
-
-HISTORY_KEYS = ("loss", "mse", "mae", "val_loss", "val_mse", "val_mae", "batchNo", "batchFile")
 
 
 class BackgroundWriter:

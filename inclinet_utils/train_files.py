@@ -17,6 +17,8 @@ from . import layout
 SALT = 5005  # stage 05's entry in the run seed sequence
 # sub-streams: file order per pass, initial weights, per-step randomness, restarted attempts
 ORDER, INIT, STEP, RESTART = 1, 2, 3, 4
+# The keys of every evalDict entry (the original's names) besides the derived degrees and timings.
+HISTORY_KEYS = ("loss", "mse", "mae", "val_loss", "val_mse", "val_mae", "batchNo", "batchFile")
 
 
 class TrainInputError(ValueError):
