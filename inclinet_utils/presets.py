@@ -22,7 +22,7 @@ PRESETS = {
         "n_passes": 6, "training_batch_size": 16, "learning_rate": 1e-3, "bn_momentum": 0.9,
         "mixed_precision": "auto",
         # The accept/reject classifier: model4_binary on Uset 000 only, 6 files of 2 x 200
-        # images (gri) x 3 passes, about 1 minute at 128 px on 2 cores; at 1e-3 its ReLU head died.
+        # images (gri) x 3 passes, about 1 minute at 128 px on 2 cores; at 1e-3 its head (then ReLU) died.
         "classifiers": ["model4_binary"], "classifier_usets": [0], "classifier_batch_size": 200,
         "classifier_n_passes": 3, "classifier_learning_rate": 3e-4,
     },

@@ -48,7 +48,7 @@ MAX_RESTARTS = 3
 
 # Parameters added after the first checkpoints were written: their value in those.
 _PARAM_DEFAULTS = {"output_activation": "tanh", "mixed_precision": None, "target_range": [-1.0, 1.0],
-                   "warmup_steps": 1, "init_attempt": 0}
+                   "warmup_steps": 1, "init_attempt": 0, "dense_activation": "relu"}
 
 
 # ---- run folder layout --------------------------------------------------------
@@ -157,9 +157,10 @@ def training_params(model_name, uset, size, n_passes, training_batch_size, learn
     """The parameters of one training, as written to <stem>_params.json and the checkpoint.
 
     init_attempt: how many earlier attempts died (`train_model`); it picks the seed stream."""
-    from .models import TARGET_RANGE
+    from .models import MODELS, TARGET_RANGE
 
-    return {"model": model_name, "uset": int(uset), "size": int(size), "n_passes": int(n_passes),
+    return {"model": model_name, "dense_activation": MODELS[model_name].dense_activation,  # model4's changed
+            "uset": int(uset), "size": int(size), "n_passes": int(n_passes),
             "training_batch_size": int(training_batch_size), "learning_rate": float(learning_rate),
             "seed": int(seed), "bn_momentum": float(bn_momentum), "output_activation": output_activation,
             "mixed_precision": mixed_precision, "target_range": [float(t) for t in TARGET_RANGE],
@@ -409,7 +410,7 @@ def check_constant_output(model, validation, params: dict) -> dict:
     dead = is_constant(out) or no_better_than_constant(loss, validation.constant_loss)
     if dead:
         log.warning("%s %s is no better than one constant answer for every validation image (output std "
-                    "%.2g, loss %.2f of the constant's): its ReLU head died (attempt %d); retrain it in a new "
+                    "%.2g, loss %.2f of the constant's): its head died (attempt %d); retrain it in a new "
                     "run with another seed", layout.uset_name(params["uset"]), params["model"], np.std(out),
                     ratio, params.get("init_attempt", 0) + 1)
     return {"val_output_std": float(np.std(out)), "val_loss_vs_constant": float(ratio), "constant_output": bool(dead)}

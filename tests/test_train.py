@@ -87,6 +87,19 @@ def test_learning_rate_warms_up_over_warmup_steps_then_decays():
     assert params["warmup_steps"] == train.WARMUP_STEPS == 4
 
 
+def test_a_relu_era_checkpoint_of_model4_is_not_resumed_with_the_leaky_head(tmp_path):
+    """Checkpoints written before dense_activation was recorded had model4's ReLU head: resuming
+    one with today's LeakyReLU model4 is refused, naming the parameter; model6's still resumes."""
+    for model, refused in (("model4", True), ("model6", False)):
+        params = train.training_params(model, 0, 32, 1, 16, 1e-3, 0, 0.9, "tanh", None, [], Path("v"))
+        old = {k: v for k, v in params.items() if k != "dense_activation"}
+        if refused:
+            with pytest.raises(train.TrainInputError, match="dense_activation"):
+                train._check_params(tmp_path / "p.json", old, params)
+        else:
+            train._check_params(tmp_path / "p.json", old, params)
+
+
 def test_training_learns_the_axis_ratio(tmp_path):
     write_augmented(tmp_path, size=S, usets=(0,), n_batches=3, n_per_batch=256, n_val=128, seed=1)
     summary = train.train_all(tmp_path, ["model4"], [], S, n_passes=3, training_batch_size=32,
@@ -164,15 +177,16 @@ def test_losses_of_a_constant_and_the_stop_after_the_warm_up():
 
 
 def _dead_until(monkeypatch, first_alive: int):
-    """train._build gives a dead head (last ReLU layer zeroed: no gradient reaches it) to
-    every attempt before `first_alive`."""
+    """train._build gives a dead head to every attempt before `first_alive`: the last hidden layer
+    and the output's weights zeroed, so no gradient reaches either whatever the activation (only
+    the output's bias learns: one constant answer)."""
     build = train._build
 
     def build_dead(params, *args):
         model = build(params, *args)
         if params["init_attempt"] < first_alive:
-            hidden = model.layers[-2]
-            hidden.set_weights([np.zeros_like(w) for w in hidden.get_weights()])
+            for layer in model.layers[-2:]:
+                layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
         return model
 
     monkeypatch.setattr(train, "_build", build_dead)
