@@ -31,7 +31,7 @@ import numpy as np
 
 from . import layout
 from .presets import PRESETS
-from .train_files import (CONSTANT_OUTPUT_STD, HISTORY_KEYS, INIT, NO_BETTER, TrainInputError, int_seed,  # noqa: F401
+from .train_files import (CONSTANT_OUTPUT_STD, INIT, NO_BETTER, TrainInputError, int_seed,  # noqa: F401
                           is_constant, load_arrays, no_better_than_constant, step_plan, training_seed,
                           uset_files, validation_loss)
 
@@ -159,7 +159,7 @@ def training_params(model_name, uset, size, n_passes, training_batch_size, learn
     init_attempt: how many earlier attempts died (`train_model`); it picks the seed stream."""
     from .models import MODELS, TARGET_RANGE
 
-    return {"model": model_name, "dense_activation": MODELS[model_name].dense_activation,  # model4's changed
+    return {"model": model_name, "dense_activation": MODELS[model_name].dense_activation,  # model4 was ReLU before
             "uset": int(uset), "size": int(size), "n_passes": int(n_passes),
             "training_batch_size": int(training_batch_size), "learning_rate": float(learning_rate),
             "seed": int(seed), "bn_momentum": float(bn_momentum), "output_activation": output_activation,

@@ -47,7 +47,7 @@ def _assert_complete_history(run_dir, model, uset, n_files, n_passes, seed):
     for step, (p, i) in enumerate(plan):
         e = hist[step]
         assert (e["pass"], e["batchFile"]) == (p, names[i])
-        for k in train.HISTORY_KEYS + ("mae_deg", "val_mae_deg", "time_s"):
+        for k in train_files.HISTORY_KEYS + ("mae_deg", "val_mae_deg", "time_s"):
             assert k in e
         assert e["val_mae_deg"] == pytest.approx(e["val_mae"] * DEG_PER_TARGET)
         parts = e["time_save_s"] + e["time_data_s"] + e["time_fit_s"] + e["time_eval_s"]
