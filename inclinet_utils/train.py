@@ -357,6 +357,7 @@ def _attempt(run_dir, params, paths, files, plan, validation, resume, max_steps,
     """One attempt of a training: its summary, or None when its network died (then its folder
     is set aside for the next attempt; see `MAX_RESTARTS`)."""
     from .train_callbacks import DeadOutputStop
+    from .train_dataset import training_reference
 
     if _finished(paths, params, resume):
         from .inference import load_model
@@ -367,7 +368,7 @@ def _attempt(run_dir, params, paths, files, plan, validation, resume, max_steps,
     stop = len(plan) if max_steps is None else min(len(plan), int(max_steps))
     # Fine-tuning starts from the parent's weights, which new initial weights would not change.
     warmup_end = min(params["warmup_steps"], len(plan) // 2)
-    guard = DeadOutputStop(validation.probe, validation.constant_loss, warmup_end) \
+    guard = DeadOutputStop(*training_reference(files[0], params["size"], params["model"]), warmup_end) \
         if finetune is None and params["init_attempt"] < MAX_RESTARTS else None
     if start < stop:
         _fit(model, params, paths, files, plan, start, stop, history, validation, progress, figure,

@@ -255,11 +255,13 @@ class CurveFigure(keras.callbacks.Callback):
 
 
 class DeadOutputStop(keras.callbacks.Callback):
-    """Stop model.fit when the network has died: at once when it gives a fixed probe of
-    validation images one and the same output, or when its validation loss has been no better
-    than the best constant answer's (`train_files.no_better_than_constant`) at `patience`
-    successive steps from step `from_epoch` on (the first full-rate step: during the warm-up
-    healthy networks are often still there).
+    """Stop model.fit when the network has died: at once when it gives a fixed probe of training
+    images one and the same output, or when its training loss over a step has been no better than
+    the best constant answer's (`train_files.no_better_than_constant`) at `patience` successive
+    steps from step `from_epoch` on (the first full-rate step: during the warm-up healthy networks
+    are often still there). `probe` and `constant_loss` come from a training file
+    (`train_dataset.training_reference`): the validation set is made of the held-out test galaxies,
+    and which attempt of a training is kept must not depend on them.
 
     Such a network did not recover in a whole training, so the rest of it would be wasted
     (`train.train_model` restarts it). The probe costs one small prediction per step.
@@ -272,10 +274,10 @@ class DeadOutputStop(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         out = np.asarray(self.model.predict_on_batch(self.probe), dtype=np.float64)
-        loss = (logs or {}).get("val_loss")
+        loss = (logs or {}).get("loss")
         stuck = epoch >= self.from_epoch and loss is not None and no_better_than_constant(loss, self.constant_loss)
         self.stuck_steps = self.stuck_steps + 1 if stuck else 0
-        log.debug("step %d: validation loss %.3f of the best constant's", epoch,
+        log.debug("step %d: training loss %.3f of the best constant's", epoch,
                   float("nan") if loss is None else loss / self.constant_loss)
         if (len(self.probe) > 1 and is_constant(out)) or self.stuck_steps >= self.patience:
             self.dead_after = int(epoch)

@@ -3,8 +3,10 @@
 `BatchFileDataset` is the `keras.utils.PyDataset` that `model.fit` trains on: its
 epoch k is the whole file plan[k] (`train_files.step_plan`), shuffled with step k's
 own seeded stream, while a background thread reads the next file. `ValidationSet`
-is the fixed augmented validation set as a cached tf.data pipeline, with a small probe of it
-and the loss of the best constant answer on it.
+is the fixed augmented validation set as a cached tf.data pipeline, with the loss of the best
+constant answer on it. `training_reference` is what the dead-network guard judges by: a probe
+of a training file and the best constant's loss there (training galaxies only: the validation
+set is made of the held-out test galaxies, which must choose nothing).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from .train_files import STEP, batches_per_file, constant_loss, load_arrays, rng
 
-PROBE_IMAGES = 32  # validation images `train_callbacks.DeadOutputStop` predicts after every step
+PROBE_IMAGES = 32  # training images `train_callbacks.DeadOutputStop` predicts after every step
 
 
 class BatchFileDataset(keras.utils.PyDataset):
@@ -109,6 +111,15 @@ class ValidationSet:
         self.path, self.n = Path(path), len(labels)
         self.targets = training_targets(model, labels)
         self.constant_loss = constant_loss(self.targets, is_classifier(model))  # of the best constant answer
-        # evenly spaced over the set (it is ordered by inclination bin): tells a dead network (train_callbacks)
-        self.probe = np.array(images[np.unique(np.linspace(0, len(images) - 1, PROBE_IMAGES).astype(int))])
         self.dataset = make_dataset(tf.constant(images), tf.constant(self.targets), batch_size).cache()
+
+
+def training_reference(path, size: int, model: str) -> tuple[np.ndarray, float]:
+    """(probe, constant loss) of one training batch file: PROBE_IMAGES of its (shuffled) images,
+    evenly spaced over it, and the loss of the best constant answer on its targets. Every file of
+    a Uset is drawn alike (balanced over inclination bins or classes), so one stands for them all."""
+    from .models import is_classifier, training_targets
+
+    images, labels = load_arrays(path, size, is_classifier(model))
+    probe = np.array(images[np.unique(np.linspace(0, len(images) - 1, PROBE_IMAGES).astype(int))])
+    return probe, constant_loss(training_targets(model, labels), is_classifier(model))

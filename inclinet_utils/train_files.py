@@ -28,10 +28,13 @@ class TrainInputError(ValueError):
 # A network whose raw output varies by less than this over the validation images gives every
 # galaxy the same answer: a dead ReLU head.
 CONSTANT_OUTPUT_STD = 1e-4
-# A network whose validation loss stays above this fraction of the best constant answer's has
-# not learnt. model4 on Uset 1 of the seed-7 development run stayed at 0.99-1.07 for all 36
+# A network whose loss stays above this fraction of the best constant answer's has not learnt.
+# model4 on Uset 1 of the seed-7 development run stayed at 0.99-1.07 (validation) for all 36
 # steps of two trainings (12 deg RMS), one with a single live last ReLU, one with outputs that
 # still varied; nine working trainings were at 0.37-0.85 from the first step after the warm-up.
+# The guard (train_callbacks.DeadOutputStop) reads the training loss: working model4 regressors
+# of the seed-42 main run were at 0.28-0.68 of it from step 2 on, the classifier at 0.69-0.90
+# from the end of its warm-up on.
 NO_BETTER = 0.95
 
 
@@ -56,7 +59,7 @@ def constant_loss(targets, classifier: bool) -> float:
 
 
 def no_better_than_constant(loss: float, constant: float) -> bool:
-    """Whether a validation loss is above NO_BETTER of the best constant answer's."""
+    """Whether a loss is above NO_BETTER of the best constant answer's."""
     return loss > NO_BETTER * constant
 
 

@@ -145,6 +145,23 @@ def test_a_network_that_has_not_learnt_is_flagged(tiny_run, caplog):
     assert "Uset_001 model4" in caplog.text and "no better than one constant" in caplog.text
 
 
+def test_the_guard_judges_by_a_training_file_not_the_held_out_galaxies(tiny_run):
+    """The probe and the constant's loss of the dead-network guard come from a training batch
+    file (the validation set holds the test galaxies, which must choose no attempt)."""
+    from inclinet_utils.models import training_targets
+    from inclinet_utils.train_dataset import PROBE_IMAGES, training_reference
+
+    first = train.batch_files(tiny_run, 0, S)[0]
+    probe, constant = training_reference(first, S, "model4")
+    with np.load(first) as z:
+        images, labels = z["images"], z["labels"]
+    assert probe.shape == (PROBE_IMAGES, S, S, 3)
+    assert all(any(np.array_equal(p, im) for im in images) for p in probe)
+    assert constant == pytest.approx(np.var(training_targets("model4", labels)))
+    with np.load(train.validation_file(tiny_run, S)) as z:
+        assert not any(np.array_equal(probe[0], im) for im in z["images"])
+
+
 def test_losses_of_a_constant_and_the_stop_after_the_warm_up():
     from inclinet_utils.train_callbacks import DeadOutputStop
     from inclinet_utils.train_files import constant_loss
@@ -165,14 +182,14 @@ def test_losses_of_a_constant_and_the_stop_after_the_warm_up():
     stop = DeadOutputStop(np.zeros((32, 4, 4, 3), np.uint8), constant_loss=1.0, from_epoch=3, patience=2)
     stop.set_model(Varied())
     for epoch in range(4):  # no better than a constant: normal in the warm-up, then it must last
-        stop.on_epoch_end(epoch, {"val_loss": 1.0})
+        stop.on_epoch_end(epoch, {"loss": 1.0, "val_loss": 0.1})
     assert stop.dead_after is None and not stop.model.stop_training
-    stop.on_epoch_end(4, {"val_loss": 1.0})
+    stop.on_epoch_end(4, {"loss": 1.0, "val_loss": 0.1})  # the training loss decides
     assert stop.dead_after == 4 and stop.model.stop_training
     learning = DeadOutputStop(np.zeros((32, 4, 4, 3), np.uint8), constant_loss=1.0, from_epoch=0, patience=2)
     learning.set_model(Varied())
     for epoch, loss in enumerate([1.0, 0.5, 1.0, 0.5]):  # not at successive steps
-        learning.on_epoch_end(epoch, {"val_loss": loss})
+        learning.on_epoch_end(epoch, {"loss": loss, "val_loss": 1.0})
     assert learning.dead_after is None
 
 
