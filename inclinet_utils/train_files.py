@@ -25,7 +25,8 @@ class TrainInputError(ValueError):
     """An augmented file, parameter or existing training folder the stage cannot use."""
 
 
-# A network whose raw output varies by less than this over the validation images gives every
+# A network whose raw output varies by less than this over a set of images (the guard's training
+# probe, or the validation set in the final check) gives every
 # galaxy the same answer: a dead ReLU head.
 CONSTANT_OUTPUT_STD = 1e-4
 # A network whose loss stays above this fraction of the best constant answer's has not learnt.
