@@ -119,6 +119,7 @@ RULES = {
     "bn_momentum": Rule(low=0, high=1, high_open=True),
     "mixed_precision": Rule(choices=("auto", "float32", "mixed_bfloat16", "mixed_float16")),
     "classifier_batch_size": Rule(low=0),
+    "brightness_range": Rule(low=1),
     "classifiers": Rule(choices=CLASSIFIER_NAMES),
     "classifier_usets": Rule(low=0),
     "classifier_n_passes": Rule(low=1),

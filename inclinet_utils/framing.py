@@ -2,9 +2,11 @@
 
 Real collections do not frame galaxies as the simulator does: more or less sky around
 the galaxy (cutouts of 1.5 or 3 D25 instead of 2), a galaxy off the centre, coarser
-pixels or seeing relative to its size, shallower imaging. `FRAMINGS` re-frames the
+pixels or seeing relative to its size, shallower imaging, a fainter galaxy (another
+exposure depth or display stretch). `FRAMINGS` re-frames the
 held-out ``test_000`` images in those ways (the geometry with the augmentation's own
-resampling and sky fill, `transforms.augment_images`, photometry untouched), and
+resampling and sky fill, `transforms.augment_images`, photometry untouched but for
+the fainter row), and
 `framing_table` scores the ensemble (mean over the run's regressors) and the axis-ratio
 method on the same re-framed images. The first row is the images as prepared: the
 baseline each other row is read against. 06 runs it with one view per image (no flip
@@ -33,6 +35,7 @@ class Framing:
     shift_frac: float = 0.0    # centre moved by this fraction of the image along x and y
     pixel_factor: int = 1      # pixels this many times coarser (resampled down, then back up)
     noise_sigma: float = 0.0   # extra Gaussian noise (0-255 levels): shallower imaging
+    brightness: float = 1.0    # the galaxy's light above the sky times this: another depth or stretch
 
 
 FRAMINGS = (
@@ -44,6 +47,7 @@ FRAMINGS = (
     Framing("off-centre by 10%", shift_frac=0.1),
     Framing("pixels 2x coarser", pixel_factor=2),
     Framing("shallower (noise +6 levels)", noise_sigma=6.0),
+    Framing("fainter (light above the sky 0.5x)", brightness=0.5),
 )
 
 # The augmentation's resampling with every photometric change switched off.
@@ -69,11 +73,12 @@ def reframe(images: np.ndarray, framing: Framing, colour: bool, seed: int = 0) -
     rng = np.random.default_rng(seed)
     n, size = len(images), images.shape[1]
     out = images
-    if framing.zoom != 1.0 or framing.shift_frac:
+    if framing.zoom != 1.0 or framing.shift_frac or framing.brightness != 1.0:
         shift = np.full(n, framing.shift_frac * size)
         tr = affine_transforms(np.zeros(n), np.full(n, framing.zoom), np.full(n, framing.zoom),
                                np.zeros(n, bool), np.zeros(n, bool), shift, shift, size)
-        out = augment_images(out, rng, colour, AugmentParams(**_GEOMETRY_ONLY), transforms=tr)
+        params = AugmentParams(**_GEOMETRY_ONLY, brightness=(framing.brightness,) * 2)
+        out = augment_images(out, rng, colour, params, transforms=tr)
     if framing.pixel_factor > 1:
         out = _coarser(out, framing.pixel_factor)
     if framing.noise_sigma:

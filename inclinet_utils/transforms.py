@@ -2,9 +2,9 @@
 
 One composite affine resampling per image (rotation, flips, ONE isotropic zoom
 factor, translation), the border filled with the image's own sky level and
-noise; then photometric changes (gamma for every image; blur, channel gain and
-offset, noise and partial desaturation for colour images only, as in the
-original).  Random draws come from a NumPy Generator; the pixel work runs in
+noise; then photometric changes (gamma and the brightness above the sky for every
+image; blur, channel gain and offset, noise and partial desaturation for colour
+images only, as in the original).  Random draws come from a NumPy Generator; the pixel work runs in
 TensorFlow, CHUNK images per call.  The stage that decides which images to
 augment is `augment`.
 """
@@ -50,9 +50,21 @@ class AugmentParams:
     desaturate_alpha: tuple[float, float] = (0.0, 1.0)
     # colour and grayscale
     gamma: tuple[float, float] = (0.97, 1.03)
+    # The galaxy's light above the sky times ONE log-uniform factor per image (exposure depth
+    # and display stretch differ between collections). Off by default: (0.5, 2.0) made the
+    # regressors 4x less sensitive to a fainter galaxy but cost 0.5 deg of synthetic RMS at
+    # the laptop budget (benchmarks/ACCURACY.md, experiment G).
+    brightness: tuple[float, float] = (1.0, 1.0)
 
 
 DEFAULT_PARAMS = AugmentParams()
+
+
+def with_brightness(brightness_range: float, base: AugmentParams = DEFAULT_PARAMS) -> AugmentParams:
+    """`base` with the light above the sky scaled by a log-uniform factor in [1/range, range] (1: off)."""
+    if not brightness_range >= 1.0:
+        raise ValueError(f"brightness_range {brightness_range!r}: expected a factor >= 1 (1: off)")
+    return dataclasses.replace(base, brightness=(1.0 / brightness_range, float(brightness_range)))
 
 
 # ---- geometry -------------------------------------------------------------
@@ -116,7 +128,15 @@ def _photometric(rng: np.random.Generator, n: int, params: AugmentParams) -> dic
         "noise_sigma": rng.uniform(*params.noise_sigma, n).astype(np.float32),
         "noise_per_channel": rng.random(n) < params.per_channel_prob,
         "desaturate": desat.astype(np.float32),
+        "brightness": _brightness(rng, n, params),
     }
+
+
+def _brightness(rng: np.random.Generator, n: int, params: AugmentParams) -> np.ndarray:
+    lo, hi = params.brightness
+    if lo == hi:  # a fixed factor draws nothing: the other transforms stay as they were without it
+        return np.full(n, lo, np.float32)
+    return np.exp(rng.uniform(np.log(lo), np.log(hi), n)).astype(np.float32)
 
 
 # ---- TensorFlow kernels ---------------------------------------------------
@@ -218,26 +238,31 @@ _RGB = tf.TensorSpec([None, 3], tf.float32)
 _SEED = tf.TensorSpec([2], tf.int64)
 
 
-@tf.function(input_signature=[_IMG, _TR, _SEED, _VEC])
-def _augment_gray_tf(images, transforms, seed, gamma):
+def _scale_about_sky(y, sky, brightness):
+    """The light above the sky times `brightness` (one factor per image); the sky stays."""
+    return sky + brightness[:, None, None, None] * (y - sky)
+
+
+@tf.function(input_signature=[_IMG, _TR, _SEED, _VEC, _VEC])
+def _augment_gray_tf(images, transforms, seed, gamma, brightness):
     # The three channels of a grayscale image are equal: work on one, copy at the end.
     x = _gamma_lut(images[..., :1], gamma)
     sky, sky_sigma = _sky(x)
     y, inside = _warp(x, transforms)
     noise = tf.random.stateless_normal(tf.shape(y), seed=seed)
     y = y + (1.0 - inside) * (sky + _FILL_NOISE * sky_sigma * noise)
-    return tf.tile(_to_uint8(y), [1, 1, 1, 3])
+    return tf.tile(_to_uint8(_scale_about_sky(y, sky, brightness)), [1, 1, 1, 3])
 
 
 @tf.function(input_signature=[_IMG, _TR, _SEED, _VEC, _VEC, _RGB, _RGB, _VEC,
-                              tf.TensorSpec([None], tf.bool), _VEC])
+                              tf.TensorSpec([None], tf.bool), _VEC, _VEC])
 def _augment_colour_tf(images, transforms, seed, gamma, blur_sigma, gain, offset,
-                       noise_sigma, noise_per_channel, desaturate):
+                       noise_sigma, noise_per_channel, desaturate, brightness):
     x = _gamma_lut(images, gamma)
     sky, sky_sigma = _sky(x)
     y, inside = _warp(x, transforms)
     outside = 1.0 - inside
-    y = _blur(y + outside * sky, blur_sigma)
+    y = _scale_about_sky(_blur(y + outside * sky, blur_sigma), sky, brightness)
     shape = tf.shape(y)
     matrix = _colour_matrix(gain, desaturate)
     y = tf.reshape(tf.reshape(y, [shape[0], -1, 3]) @ matrix, shape) + offset[:, None, None, :]
@@ -252,7 +277,7 @@ def _augment_colour_tf(images, transforms, seed, gamma, blur_sigma, gain, offset
     # gain) and the additive noise; independent Gaussians add in quadrature,
     # interpolated linearly across the one-pixel blend at the cutout's edge.
     add_sigma = noise_sigma[:, None, None, None]
-    fill_sigma = _FILL_NOISE * sky_sigma * gain[:, None, None, :]
+    fill_sigma = _FILL_NOISE * sky_sigma * gain[:, None, None, :] * brightness[:, None, None, None]
     sigma = add_sigma + (tf.sqrt(add_sigma ** 2 + fill_sigma ** 2) - add_sigma) * outside
     y = y + sigma * noise
     return _to_uint8(y)
@@ -264,7 +289,7 @@ def augment_images(images: np.ndarray, rng: np.random.Generator, colour: bool,
     """Augment a batch of (N,S,S,3) uint8 images; every random draw comes from `rng`.
 
     Colour images get the geometric and all photometric transforms; grayscale
-    images the geometric ones and gamma contrast only, as in the original.
+    images the geometric ones, gamma contrast and the brightness above the sky.
     `transforms` overrides the random geometry (rows of `affine_transforms`).
     """
     images = np.asarray(images)
@@ -284,9 +309,10 @@ def augment_images(images: np.ndarray, rng: np.random.Generator, colour: bool,
             ph = _photometric(rng, m, params)
             res = _augment_colour_tf(images[sl], tr, seed, ph["gamma"],
                                      ph["blur_sigma"], ph["gain"], ph["offset"],
-                                     ph["noise_sigma"], ph["noise_per_channel"], ph["desaturate"])
+                                     ph["noise_sigma"], ph["noise_per_channel"], ph["desaturate"],
+                                     ph["brightness"])
         else:
             gamma = rng.uniform(*params.gamma, m).astype(np.float32)
-            res = _augment_gray_tf(images[sl], tr, seed, gamma)
+            res = _augment_gray_tf(images[sl], tr, seed, gamma, _brightness(rng, m, params))
         out[sl] = res.numpy()
     return out

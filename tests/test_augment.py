@@ -282,6 +282,33 @@ def test_offset_only_on_the_requested_share_of_colour_images():
     assert ph["offset"][has].min() >= 10 and ph["offset"].max() <= 30
 
 
+@pytest.mark.parametrize("colour", [True, False], ids=["colour", "grayscale"])
+def test_brightness_scales_the_light_above_the_sky_and_keeps_the_sky(colour):
+    """A shallower exposure or softer stretch: the galaxy's light times b, the sky level unchanged."""
+    rng = np.random.default_rng(3)
+    imgs, _ = _ellipses(rng, colour)
+    still = dict(rotation_deg=(0.0, 0.0), zoom=(1.0, 1.0), translate_frac=0.0, flip_prob=0.0, blur_prob=0.0,
+                 gain=(1.0, 1.0), offset=(0.0, 0.0), noise_sigma=(0.0, 0.0), desaturate_prob=0.0, gamma=(1.0, 1.0))
+    same = T.augment_images(imgs, np.random.default_rng(1), colour, T.AugmentParams(**still, brightness=(1.0, 1.0)))
+    half = T.augment_images(imgs, np.random.default_rng(1), colour, T.AugmentParams(**still, brightness=(0.5, 0.5)))
+    sky = np.median(imgs[:, 0].astype(float))
+    light = lambda x: np.abs(x.astype(float) - sky).sum(axis=(1, 2, 3))
+    assert np.abs(same.astype(int) - imgs).max() <= 1                       # the identity passes images through
+    assert np.allclose(light(half) / light(same), 0.5, atol=0.03)
+    assert abs(np.median(half[:, 0].astype(float)) - sky) <= 1              # the sky stays where it was
+    lo, hi = 0.5, 2.0
+    drawn = T._photometric(np.random.default_rng(0), 4000, T.AugmentParams(brightness=(lo, hi)))["brightness"]
+    assert lo <= drawn.min() and drawn.max() <= hi and 0.45 < np.mean(drawn < np.sqrt(lo * hi)) < 0.55
+    # a fixed factor (the default: off) draws nothing, so the other transforms do not change
+    fixed, default = np.random.default_rng(0), np.random.default_rng(0)
+    T._photometric(fixed, 10, T.AugmentParams(brightness=(0.7, 0.7)))
+    T._photometric(default, 10, T.DEFAULT_PARAMS)
+    assert T.DEFAULT_PARAMS.brightness == (1.0, 1.0) and fixed.random() == default.random()
+    assert T.with_brightness(2.0).brightness == (0.5, 2.0) and T.with_brightness(1.0) == T.DEFAULT_PARAMS
+    with pytest.raises(ValueError, match="brightness_range 0.5"):
+        T.with_brightness(0.5)
+
+
 @pytest.mark.parametrize("colour, sky", [(True, 12), (False, 236)], ids=["colour", "grayscale"])
 def test_border_fill_draws_no_edge(colour, sky):
     """A blank sky field stays blank: what comes from outside matches level and noise."""

@@ -296,6 +296,11 @@ def test_reframe_changes_the_framing_and_keeps_the_axis_ratio():
     assert sky.std() == pytest.approx(6.0, rel=0.2)
     gray = framing.reframe(image, framing.Framing("x", noise_sigma=6.0), colour=False, seed=1)
     assert (gray[..., 0] == gray[..., 2]).all()                      # grayscale stays one channel thrice
+    faint, faint_shape = after(framing.Framing("x", brightness=0.5))
+    light = lambda x: (x[0].astype(float) - 10).clip(0).sum()
+    assert light(faint) == pytest.approx(0.5 * light(image), rel=0.03)   # half the light above the sky ...
+    assert np.median(faint[0, :8, :8]) == pytest.approx(np.median(image[0, :8, :8]), abs=1)  # ... on the same sky
+    assert faint_shape[3] == pytest.approx(before[3], abs=0.03)     # the same shape
     same, _ = after(framing.FRAMINGS[0])
     assert (same == image).all()
 
