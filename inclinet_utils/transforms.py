@@ -239,8 +239,12 @@ _SEED = tf.TensorSpec([2], tf.int64)
 
 
 def _scale_about_sky(y, sky, brightness):
-    """The light above the sky times `brightness` (one factor per image); the sky stays."""
-    return sky + brightness[:, None, None, None] * (y - sky)
+    """The light above the sky times `brightness` (one factor per image); the sky stays.
+
+    A factor of exactly 1 leaves the image untouched: sky + (y - sky) rounds differently in
+    a few pixels per million, and training amplifies that into another network."""
+    b = brightness[:, None, None, None]
+    return tf.where(tf.equal(b, 1.0), y, sky + b * (y - sky))
 
 
 @tf.function(input_signature=[_IMG, _TR, _SEED, _VEC, _VEC])
