@@ -3,10 +3,9 @@
 Real collections do not frame galaxies as the simulator does: more or less sky around
 the galaxy (cutouts of 1.5 or 3 D25 instead of 2), a galaxy off the centre, coarser
 pixels or seeing relative to its size, shallower imaging, a fainter galaxy (another
-exposure depth or display stretch). `FRAMINGS` re-frames the
-held-out ``test_000`` images in those ways (the geometry with the augmentation's own
-resampling and sky fill, `transforms.augment_images`, photometry untouched but for
-the fainter row), and
+exposure depth or display stretch). `FRAMINGS` re-frames the held-out ``test_000``
+images in those ways (the geometry with the augmentation's own resampling and sky
+fill, `transforms.augment_images`, photometry untouched but for the fainter row), and
 `framing_table` scores the ensemble (mean over the run's regressors) and the axis-ratio
 method on the same re-framed images. The first row is the images as prepared: the
 baseline each other row is read against. 06 runs it with one view per image (no flip

@@ -4,8 +4,8 @@ One composite affine resampling per image (rotation, flips, ONE isotropic zoom
 factor, translation), the border filled with the image's own sky level and
 noise; then photometric changes (gamma and the brightness above the sky for every
 image; blur, channel gain and offset, noise and partial desaturation for colour
-images only, as in the original).  Random draws come from a NumPy Generator; the pixel work runs in
-TensorFlow, CHUNK images per call.  The stage that decides which images to
+images only, as in the original).  Random draws come from a NumPy Generator; the
+pixel work runs in TensorFlow, CHUNK images per call.  The stage that decides which images to
 augment is `augment`.
 """
 
