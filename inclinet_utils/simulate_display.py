@@ -26,7 +26,7 @@ CORE_BOX = 12                       # central box whose 75th percentile is the c
 # bulge orange and star-forming knots blue, as in the SDSS colour images.
 RGB_WEIGHTS = {"g": 2.0, "r": 1.3, "i": 1.0}
 RGB_SKY_NOISE = (2.5, 45.0)         # colour composite: sky noise -> this many levels of 255 (log-uniform)
-RGB_Q = (2.0, 9.0)                  # Lupton asinh softening (uniform)
+RGB_Q = (4.0, 12.0)                 # Lupton asinh softening (uniform): about half the centres unsaturated, as real SDSS
 RGB_G_WEIGHT = (0.4, 1.2)           # colour balance: g (blue) weight multiplier, log-uniform
 RGB_I_WEIGHT = (0.85, 1.35)         # colour balance: i (red) weight multiplier
 RGB_NAVY_FRACTION = 0.65            # composites on the navy sky of the newer SDSS services ...
