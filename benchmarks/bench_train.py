@@ -87,13 +87,13 @@ def child_fit(model: str, size: int, batch: int, n_images: int, steps: int, n_va
     from inclinet_utils.models import build_model, inclination_to_target
 
     train.configure_threads()
-    import tensorflow as tf
-
+    # in-memory tensors under TensorFlow; arrays on the other Keras backends
+    tensor = np.asarray if keras.backend.backend() != "tensorflow" else __import__("tensorflow").constant
     rng = np.random.default_rng(0)
 
     def data(n):
-        return (tf.constant(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)),
-                tf.constant(inclination_to_target(rng.integers(45, 91, n))))
+        return (tensor(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)),
+                tensor(inclination_to_target(rng.integers(45, 91, n))))
 
     x, y = data(n_images)
     val = data(n_val) if validation else None

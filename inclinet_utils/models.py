@@ -206,11 +206,24 @@ def resolve_mixed_precision(choice: str | None) -> str | None:
         return None
     if choice != "auto":
         return choice
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU") or fast_bfloat16_cpu():
+    if accelerator_present() or fast_bfloat16_cpu():
         return "mixed_bfloat16"
     return None
+
+
+def accelerator_present() -> bool:
+    """Whether Keras' backend (TensorFlow, or JAX / PyTorch where those are the backend) sees a GPU."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+        return any(d.platform == "gpu" for d in jax.devices())
+    if backend == "torch":
+        import torch
+        return torch.cuda.is_available()
+    import tensorflow as tf
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ its own targets (0/1), loss and metrics; the name decides.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import logging
@@ -82,8 +83,13 @@ def configure_threads(intra: int | None = None, inter: int | None = None) -> boo
     """Give TF's op pool one thread per usable core and a small inter-op pool.
 
     Only possible before TF runs its first op; returns False (and changes
-    nothing) when TF is already initialized, e.g. in a notebook that used it.
+    nothing) when TF is already initialized, e.g. in a notebook that used it, or when
+    Keras runs on another backend (JAX, PyTorch), which sizes its own pools.
     """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return False
     import tensorflow as tf
 
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -96,13 +102,28 @@ def configure_threads(intra: int | None = None, inter: int | None = None) -> boo
 
 
 def get_strategy():
-    """MirroredStrategy over all GPUs when more than one is visible, else the default strategy."""
+    """MirroredStrategy over all GPUs when more than one is visible, else the default strategy.
+
+    On another Keras backend (JAX, PyTorch: the models are plain Keras) nothing is distributed:
+    a strategy whose scope does nothing.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return _NoStrategy()
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy([g.name for g in gpus])
     return tf.distribute.get_strategy()
+
+
+class _NoStrategy:
+    """The `scope()` of a tf.distribute strategy, for backends without one."""
+
+    def scope(self):
+        return contextlib.nullcontext()
 
 
 def save_keras_atomic(model, path: Path) -> Path:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import gc
+import importlib.util
 import json
 import logging
 import re
@@ -299,8 +300,9 @@ def training_callbacks(paths: dict, history: dict, params: dict, plan, files, da
                  EvalDictJSON(paths["eval_dict"], history, writer)]
     if figure:
         callbacks.append(CurveFigure(paths["eval_fig"], history, writer, title))
-    callbacks += [keras.callbacks.CSVLogger(str(paths["csv_log"]), append=True),
-                  keras.callbacks.TensorBoard(log_dir=str(paths["tensorboard"]), write_graph=False)]
+    callbacks.append(keras.callbacks.CSVLogger(str(paths["csv_log"]), append=True))
+    if importlib.util.find_spec("tensorflow"):  # Keras writes TensorBoard logs through tf.summary
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths["tensorboard"]), write_graph=False))
     if progress:
         callbacks.append(TqdmCallback(epochs=len(plan), verbose=0, tqdm_class=tqdm, desc=f"05_train {title}"))
     return callbacks

@@ -88,8 +88,26 @@ class BatchFileDataset(keras.utils.PyDataset):
         self._current = self._next = None
 
 
+class ArrayDataset(keras.utils.PyDataset):
+    """In-memory arrays in fixed batches: the validation input on backends without tf.data."""
+
+    def __init__(self, images, targets, batch_size: int):
+        super().__init__()
+        self.images, self.targets, self.batch_size = images, targets, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.targets) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self.images[part], self.targets[part]
+
+
 def make_dataset(images, targets, batch_size: int):
-    """In-memory arrays as a tf.data pipeline: slices -> batch -> prefetch (pixels stay uint8)."""
+    """In-memory arrays as a tf.data pipeline: slices -> batch -> prefetch (pixels stay uint8);
+    an `ArrayDataset` when Keras runs on another backend."""
+    if keras.backend.backend() != "tensorflow":
+        return ArrayDataset(np.asarray(images), np.asarray(targets), batch_size)
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch_size)
@@ -100,18 +118,19 @@ def make_dataset(images, targets, batch_size: int):
 
 
 class ValidationSet:
-    """The fixed augmented validation set, read once and kept as a cached tf.data pipeline."""
+    """The fixed augmented validation set, read once and kept as a cached tf.data pipeline
+    (in memory as an `ArrayDataset` on other backends)."""
 
     def __init__(self, path, size: int, batch_size: int, model: str = "model4"):
-        import tensorflow as tf
-
         from .models import is_classifier, training_targets
 
         images, labels = load_arrays(path, size, is_classifier(model))
         self.path, self.n = Path(path), len(labels)
         self.targets = training_targets(model, labels)
         self.constant_loss = constant_loss(self.targets, is_classifier(model))  # of the best constant answer
-        self.dataset = make_dataset(tf.constant(images), tf.constant(self.targets), batch_size).cache()
+        self.dataset = make_dataset(images, self.targets, batch_size)
+        if keras.backend.backend() == "tensorflow":
+            self.dataset = self.dataset.cache()
 
 
 def training_reference(path, size: int, model: str) -> tuple[np.ndarray, float]:
