@@ -19,7 +19,7 @@ import pytest
 from inclinet_utils import layout, train, train_files
 from inclinet_utils.train_callbacks import trim_csv_log
 from inclinet_utils.train_dataset import BatchFileDataset
-from inclinet_utils.models import DEG_PER_TARGET, target_to_inclination
+from inclinet_utils.models import DEG_PER_TARGET, inclination_to_target, target_to_inclination
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_samples import write_augmented  # noqa: E402
@@ -362,6 +362,25 @@ def test_dataset_serves_each_steps_whole_file_in_its_own_seeded_shuffle(tiny_run
         assert np.array_equal(np.concatenate([again[i][0] for i in range(len(again))]), x)
     finally:
         again.close()
+
+
+def test_in_memory_validation_of_other_backends_scores_as_the_tf_data_pipeline(tiny_run):
+    """`ArrayDataset` (the validation input on JAX / PyTorch) serves every image once, in order,
+    and a model scores it exactly as it scores TensorFlow's `make_dataset` pipeline."""
+    from inclinet_utils.models import build_model
+    from inclinet_utils.train_dataset import ArrayDataset, make_dataset
+
+    images, inc = train.load_arrays(train.validation_file(tiny_run, S), S)
+    targets = inclination_to_target(inc)
+    ds = ArrayDataset(images, targets, batch_size=7)
+    assert len(ds) == -(-len(inc) // 7) and len(ds[len(ds) - 1][1]) == len(inc) - 7 * (len(ds) - 1)
+    assert np.array_equal(np.concatenate([ds[i][0] for i in range(len(ds))]), images)
+    keras.utils.set_random_seed(0)
+    model = build_model("model4", S)
+    via_arrays = model.evaluate(ds, verbose=0, return_dict=True)
+    via_tf_data = model.evaluate(make_dataset(images, targets, 7), verbose=0, return_dict=True)
+    assert via_arrays["loss"] == pytest.approx(via_tf_data["loss"], rel=1e-5)
+    assert via_arrays["mae"] == pytest.approx(via_tf_data["mae"], rel=1e-5)
 
 
 def test_hyperparameters_pass_through_the_command_line(tiny_run, tmp_path):
