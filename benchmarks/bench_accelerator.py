@@ -125,16 +125,7 @@ def measure(args) -> list[dict]:
 
 def devices() -> str:
     """What the backend computes on."""
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-        return ", ".join(str(d) for d in jax.devices())
-    if keras.backend.backend() == "torch":
-        import torch
-        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    import tensorflow as tf
-    return ", ".join(d.name for d in tf.config.list_logical_devices())
+    return ", ".join(name for _, name in M.backend_devices())
 
 
 def main(argv=None) -> None:

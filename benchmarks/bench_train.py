@@ -84,11 +84,14 @@ def child_fit(model: str, size: int, batch: int, n_images: int, steps: int, n_va
     import numpy as np
 
     from inclinet_utils import train
-    from inclinet_utils.models import build_model, inclination_to_target
+    from inclinet_utils.models import build_model, inclination_to_target, tensorflow_backend
 
     train.configure_threads()
-    # in-memory tensors under TensorFlow; arrays on the other Keras backends
-    tensor = np.asarray if keras.backend.backend() != "tensorflow" else __import__("tensorflow").constant
+    tensor = np.asarray  # the other Keras backends take arrays
+    if tensorflow_backend():
+        import tensorflow as tf
+
+        tensor = tf.constant
     rng = np.random.default_rng(0)
 
     def data(n):

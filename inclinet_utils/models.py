@@ -211,19 +211,31 @@ def resolve_mixed_precision(choice: str | None) -> str | None:
     return None
 
 
-def accelerator_present() -> bool:
-    """Whether Keras' backend (TensorFlow, or JAX / PyTorch where those are the backend) sees a GPU."""
+def tensorflow_backend() -> bool:
+    """Whether Keras runs on TensorFlow (the default) rather than JAX or PyTorch."""
     import keras
 
-    backend = keras.backend.backend()
-    if backend == "jax":
+    return keras.backend.backend() == "tensorflow"
+
+
+def backend_devices() -> list[tuple[str, str]]:
+    """(kind 'cpu' / 'gpu', name) of every device Keras' backend sees (TensorFlow, JAX or PyTorch)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
         import jax
-        return any(d.platform == "gpu" for d in jax.devices())
-    if backend == "torch":
+        return [(d.platform, str(d)) for d in jax.devices()]
+    if keras.backend.backend() == "torch":
         import torch
-        return torch.cuda.is_available()
+        gpus = [("gpu", torch.cuda.get_device_name(i)) for i in range(torch.cuda.device_count())]
+        return gpus or [("cpu", "cpu")]
     import tensorflow as tf
-    return bool(tf.config.list_physical_devices("GPU"))
+    return [(d.device_type.lower(), d.name) for d in tf.config.list_physical_devices()]
+
+
+def accelerator_present() -> bool:
+    """Whether Keras' backend sees a GPU."""
+    return any(kind == "gpu" for kind, _ in backend_devices())
 
 
 @contextlib.contextmanager

@@ -86,9 +86,9 @@ def configure_threads(intra: int | None = None, inter: int | None = None) -> boo
     nothing) when TF is already initialized, e.g. in a notebook that used it, or when
     Keras runs on another backend (JAX, PyTorch), which sizes its own pools.
     """
-    import keras
+    from .models import tensorflow_backend
 
-    if keras.backend.backend() != "tensorflow":
+    if not tensorflow_backend():
         return False
     import tensorflow as tf
 
@@ -107,9 +107,9 @@ def get_strategy():
     On another Keras backend (JAX, PyTorch: the models are plain Keras) nothing is distributed:
     a strategy whose scope does nothing.
     """
-    import keras
+    from .models import tensorflow_backend
 
-    if keras.backend.backend() != "tensorflow":
+    if not tensorflow_backend():
         return _NoStrategy()
     import tensorflow as tf
 

@@ -104,13 +104,15 @@ class ArrayDataset(keras.utils.PyDataset):
 
 
 def make_dataset(images, targets, batch_size: int):
-    """In-memory arrays as a tf.data pipeline: slices -> batch -> prefetch (pixels stay uint8);
-    an `ArrayDataset` when Keras runs on another backend."""
-    if keras.backend.backend() != "tensorflow":
+    """In-memory arrays as a cached tf.data pipeline: slices -> batch -> cache -> prefetch (pixels
+    stay uint8); an `ArrayDataset` when Keras runs on another backend."""
+    from .models import tensorflow_backend
+
+    if not tensorflow_backend():
         return ArrayDataset(np.asarray(images), np.asarray(targets), batch_size)
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch_size)
+    ds = tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch_size).cache()
     options = tf.data.Options()
     # in-memory data: under MirroredStrategy split each batch between the GPUs (no files to shard)
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -129,8 +131,6 @@ class ValidationSet:
         self.targets = training_targets(model, labels)
         self.constant_loss = constant_loss(self.targets, is_classifier(model))  # of the best constant answer
         self.dataset = make_dataset(images, self.targets, batch_size)
-        if keras.backend.backend() == "tensorflow":
-            self.dataset = self.dataset.cache()
 
 
 def training_reference(path, size: int, model: str) -> tuple[np.ndarray, float]:
