@@ -3,7 +3,7 @@ mixed-precision policy, and whether bfloat16 learns as well as float32.
 
     python benchmarks/bench_accelerator.py [--models model4 model5 model6] [--size 128]
         [--policies float32 mixed_bfloat16 mixed_float16] [--batch 64] [--n-images 4096]
-        [--learn-images 6144] [--learn-epochs 6] [--out FILE.json]
+        [--learn-images 6144] [--learn-epochs 6] [--learn-seeds 2] [--out FILE.json]
     KERAS_BACKEND=jax python benchmarks/bench_accelerator.py   # a machine with jax and no TensorFlow
 
 It builds every model with `models.build_model` (the stage's own builder and compile:
@@ -11,14 +11,15 @@ Adam, mse, tanh output in float32) and, for each policy,
   * trains it with `model.fit` on in-memory random pixels, timed epoch end to epoch end
     after a first (compiling) epoch: training images/s at `--batch`;
   * predicts in batches of 256: inference images/s (what `predict` pays per view);
-  * learns a small task with a known answer (Gaussian disks of random axis ratio q,
-    thickness 0.2, target the inclination arccos from q, as the axis-ratio method reads it)
-    and reports the validation MAE in degrees, so a policy that is fast but learns worse shows.
+  * learns, from `--learn-seeds` initial weights and with stage 05's learning-rate schedule,
+    a small task with a known answer (Gaussian disks whose axis ratio follows Hubble's relation
+    with q0 = 0.2) and reports the validation MAE in degrees, so a policy that is fast but
+    learns worse shows.
 Then the time the production preset's twelve regressor trainings would take at the
 fastest measured rate (`presets.PRESETS['production']`), compute only (stage 04's
 augmentation and the file reads are not in it).
-Model code is plain Keras 3, so this runs under any backend; stage 05 itself uses
-TensorFlow (`tf.data`, `tf.distribute.MirroredStrategy`).
+Model code is plain Keras 3, so this runs under any backend, as stage 05 does (stage 04's
+augmentation and `MirroredStrategy` need TensorFlow). Figures: benchmarks/ACCELERATOR.md.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inclinet_utils import models as M  # noqa: E402
+from inclinet_utils.axis_ratio import axis_ratio_from_inclination  # noqa: E402
 from inclinet_utils.presets import PRESETS  # noqa: E402
 
 
@@ -62,7 +64,7 @@ def disk_images(n: int, size: int, seed: int):
     +-15 deg: pixels 0-255 and the network targets of their inclinations."""
     rng = np.random.default_rng(seed)
     inc = np.degrees(np.arccos(rng.uniform(0.0, np.cos(np.radians(45.0)), n)))
-    q = np.sqrt(np.cos(np.radians(inc)) ** 2 * (1 - 0.2 ** 2) + 0.2 ** 2)
+    q = axis_ratio_from_inclination(inc, 0.2)
     pa = np.radians(rng.uniform(-15, 15, n))
     r_major = rng.uniform(0.12, 0.3, n) * size
     yy, xx = np.mgrid[:size, :size] - (size - 1) / 2.0
@@ -94,7 +96,10 @@ def learn_mae_deg(name: str, size: int, policy, data, epochs: int, batch: int, s
 def production_hours(rate_by_model: dict) -> float:
     """Compute hours of the production preset's regressor trainings at the given rates."""
     p = PRESETS["production"]
-    per_training = p["n_batches"] * 9 * 2 * p["batch_size"] * p["n_passes"]
+    # a file holds batch_size galaxies per 5-deg bin (augment.BIN_LOWS, whose module needs
+    # TensorFlow), once in colour and once in grayscale
+    n_bins = int(M.INC_SPAN_DEG // 5)
+    per_training = p["n_batches"] * n_bins * 2 * p["batch_size"] * p["n_passes"]
     usets = p["m_iter"] + 1
     return sum(per_training * usets / rate_by_model[m] for m in p["models"]) / 3600.0
 
@@ -123,11 +128,6 @@ def measure(args) -> list[dict]:
     return rows
 
 
-def devices() -> str:
-    """What the backend computes on."""
-    return ", ".join(name for _, name in M.backend_devices())
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["model4", "model5", "model6"])
@@ -142,11 +142,11 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     import keras
 
-    print(f"keras {keras.__version__}, backend {keras.backend.backend()}, devices: {devices()}, "
+    summary = {"backend": keras.backend.backend(), "devices": ", ".join(n for _, n in M.backend_devices())}
+    print(f"keras {keras.__version__}, backend {summary['backend']}, devices: {summary['devices']}, "
           f"python {platform.python_version()}", flush=True)
-    rows = measure(args)
+    rows = summary["rows"] = measure(args)
     best = {m: max(r.get("train_img_s", 0) for r in rows if r["model"] == m) or None for m in args.models}
-    summary = {"backend": keras.backend.backend(), "devices": devices(), "rows": rows}
     if all(best.get(m) for m in PRESETS["production"]["models"]):
         summary["production_regressors_hours"] = round(production_hours(best), 2)
         print(f"production preset, 12 regressor trainings at the best rates: "

@@ -19,6 +19,12 @@ FILL_EDGE_PX = 3  # pixels of the fill's blurred edge counted as fill too
 SKY_SAMPLE = 5000  # sky pixels the sky level and noise are estimated from
 
 
+def axis_ratio_from_inclination(inc_deg, q0: float = 0.2):
+    """Hubble's relation forwards: b/a of a disk of intrinsic axis ratio q0 seen at inclination inc (deg)."""
+    c = np.cos(np.radians(np.asarray(inc_deg, dtype=float)))
+    return np.sqrt(c ** 2 * (1 - q0 ** 2) + q0 ** 2)
+
+
 def inclination_from_axis_ratio(q, q0: float = 0.2):
     """Hubble's formula: cos^2 i = (q^2 - q0^2) / (1 - q0^2); q <= q0 gives 90 deg, q >= 1 gives 0."""
     q = np.asarray(q, dtype=float)

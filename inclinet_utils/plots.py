@@ -14,6 +14,7 @@ from PIL import Image
 
 from . import images as iim
 from . import layout
+from .axis_ratio import axis_ratio_from_inclination
 from .models import DEG_PER_TARGET as _DEG_PER_TARGET  # degrees per network target unit
 
 # ---- section: simulate / prep / split (stages 00-03) ----
@@ -107,7 +108,7 @@ def axis_ratio_vs_inclination(catalog, q0_values=(0.1, 0.2, 0.3)):
                    label="star / neighbour overlapping")
     x = np.linspace(0, 90, 200)
     for q0 in q0_values:
-        ax.plot(x, np.sqrt(np.cos(np.radians(x)) ** 2 * (1 - q0 ** 2) + q0 ** 2), lw=1,
+        ax.plot(x, axis_ratio_from_inclination(x, q0), lw=1,
                 label=f"Hubble relation, q0 = {q0}")
     ax.set_xlabel("true inclination (deg)")
     ax.set_ylabel("measured axis ratio b/a (r band)")

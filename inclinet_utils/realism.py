@@ -45,6 +45,7 @@ from . import catalog as icat
 from . import images as iim
 from . import io as iio
 from . import layout
+from .axis_ratio import axis_ratio_from_inclination
 
 REFERENCE_SIZE = 512        # every image is resized to this before measuring
 ISOPHOTE_DEPTH = 32.0       # gray levels below the sky: the fixed isophote of the gray r band
@@ -198,8 +199,7 @@ def galaxy_region(depth: np.ndarray, threshold: float = ISOPHOTE_DEPTH) -> Galax
 
 def expected_axis_ratio(inc_deg, q0: float = Q0):
     """b/a of a thick disk of intrinsic axis ratio q0 at inclination inc (degrees)."""
-    c = np.cos(np.radians(np.asarray(inc_deg, dtype=float)))
-    return np.sqrt(c ** 2 * (1 - q0 ** 2) + q0 ** 2)
+    return axis_ratio_from_inclination(inc_deg, q0)
 
 
 def centre_box(image: np.ndarray, fraction: float = CENTRE_BOX) -> np.ndarray:
